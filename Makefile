@@ -1,0 +1,58 @@
+# xattn: two commands on a fresh machine (`make demo`, `make test`).
+# The virtualenv is keyed by a hash of requirements.lock and shared under ~/.cache/xattn, so CI
+# reuses it until the pins change; a fresh machine builds it from nothing.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+LOCK := requirements.lock
+HASH := $(shell cat $(LOCK) | sha256sum | cut -c1-16)
+VENV ?= $(HOME)/.cache/xattn/venv-$(HASH)
+BIN := $(VENV)/bin
+# Import the package of *this* checkout even when the shared venv was last installed elsewhere.
+export PYTHONPATH := $(CURDIR)
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: install demo test check-sync nbtest pytest bench figures clean-venv lab
+
+$(VENV)/.ok: $(LOCK)
+	@echo "xattn: building virtualenv $(VENV) (first run on this machine or new pins)"
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r $(LOCK) 2>&1 | { grep -v "^WARNING: Location" || true; }
+	$(BIN)/python -c "import torch, torchvision, nbdev, decord, av, h5py, timm"
+	touch $@
+
+install: $(VENV)/.ok
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
+	ln -sfn $(VENV) .venv
+
+demo: install
+	$(BIN)/xattn demo
+
+check-sync: install
+	$(BIN)/nbdev_clean
+	$(BIN)/nbdev_export
+	@git diff --exit-code --stat -- nbs xattn || (echo "nbdev_clean/nbdev_export changed files: run them and commit" && exit 1)
+	@test -z "$$(git status --porcelain --untracked-files=all -- nbs xattn)" || (git status --porcelain -- nbs xattn; echo "untracked generated files: commit them" && exit 1)
+
+nbtest: install
+	$(BIN)/nbdev_test --n_workers 2 --timing --do_print 2>&1 | tee .nbtest.log
+	@echo "nbdev_test: $$(ls nbs/*.ipynb | wc -l) notebooks passed"
+
+pytest: install
+	$(BIN)/python -m pytest tests -q -ra
+
+test: check-sync nbtest pytest
+
+bench: install
+	$(BIN)/xattn bench all
+
+figures: install
+	$(BIN)/python papers/make_figures.py
+
+lab: install
+	$(BIN)/jupyter lab nbs
+
+clean-venv:
+	rm -rf $(VENV) .venv
