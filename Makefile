@@ -10,6 +10,8 @@ VENV ?= $(HOME)/.cache/xattn/venv-$(HASH)
 BIN := $(VENV)/bin
 # Import the package of *this* checkout even when the shared venv was last installed elsewhere.
 export PYTHONPATH := $(CURDIR)
+# papermill's "python3" kernel must start this venv's interpreter
+export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 

@@ -9,14 +9,14 @@ JOB = textwrap.dedent("""
     import sys, json, torch
     from pathlib import Path
     from xattn.core import seed_everything
-    from xattn.train import toy_features, ArrayFeatureStore, FeatureDataset, TrainConfig, train
+    from xattn.train import write_toy_store, FeatureDataset, TrainConfig, train, TOY_SEMANTIC as S, TOY_MOTION as M
     from xattn.model import FusionConfig, build_model
-    from xattn.data import VideoRecord
     run_dir, batch, stop, dropout = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-    feats, labels = toy_features(n_videos=60, noise=0.8, seed=3)
-    st = ArrayFeatureStore(feats)
-    recs = [VideoRecord(v, Path(v + ".mp4"), l) for v, l in labels.items()]
-    tr, va = FeatureDataset(st, recs[:40], "sem", "mot"), FeatureDataset(st, recs[40:], "sem", "mot")
+    from xattn.data import load_ssv2
+    root = Path(sys.argv[-1])                    # a toy dataset written once by the test (one writer per store)
+    recs = load_ssv2(root/"labels.json", root/"train.json", root, ".mp4") + load_ssv2(root/"labels.json", root/"validation.json", root, ".mp4")
+    st = root/"features.h5"
+    tr, va = FeatureDataset(st, recs[:40], S, M), FeatureDataset(st, recs[40:], S, M)
     seed_everything(0)
     model = build_model(FusionConfig(dim=32, heads=4, depth=2, n_classes=12, dropout=dropout, drop_path=dropout), *tr.dims)
     res = train(model, tr, va, TrainConfig(epochs=4, batch_size=batch, lr=2e-3, warmup_epochs=1, log_every=1,
@@ -52,7 +52,9 @@ def _single(script, run_dir, batch, dropout=0.0):
 
 @pytest.fixture
 def script(tmp_path):
-    p = tmp_path/"job.py"; p.write_text(JOB); return p
+    from xattn.train import write_toy_dataset
+    root = write_toy_dataset(tmp_path/"toy", val_fraction=20 / 60, n_videos=60, noise=0.8, seed=3)
+    p = tmp_path/"job.py"; p.write_text(JOB.replace("sys.argv[-1]", repr(str(root)))); return p
 
 
 def _strip(h): return [{k: v for k, v in e.items() if k != "time_s"} for e in h]

@@ -10,15 +10,15 @@ ROOT = Path(__file__).resolve().parents[1]
 JOB = textwrap.dedent("""
     import sys, json
     from pathlib import Path
-    from xattn.train import toy_features, ArrayFeatureStore, FeatureDataset, TrainConfig, train
+    from xattn.train import write_toy_store, FeatureDataset, TrainConfig, train, TOY_SEMANTIC as S, TOY_MOTION as M
     from xattn.model import FusionConfig, build_model
-    from xattn.data import VideoRecord
     from xattn.core import seed_everything
     run_dir, stop, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    feats, labels = toy_features(n_videos=60, noise=0.8, seed=3)
-    st = ArrayFeatureStore(feats)
-    recs = [VideoRecord(v, Path(v + ".mp4"), l) for v, l in labels.items()]
-    tr, va = FeatureDataset(st, recs[:44], "sem", "mot"), FeatureDataset(st, recs[44:], "sem", "mot")
+    from xattn.data import load_ssv2
+    root = Path(sys.argv[-1])                    # a toy dataset written once by the test (one writer per store)
+    recs = load_ssv2(root/"labels.json", root/"train.json", root, ".mp4") + load_ssv2(root/"labels.json", root/"validation.json", root, ".mp4")
+    st = root/"features.h5"
+    tr, va = FeatureDataset(st, recs[:44], S, M), FeatureDataset(st, recs[44:], S, M)
     seed_everything(seed)                       # torch seeds itself randomly at start-up: the initial weights need a seed
     model = build_model(FusionConfig(dim=32, heads=4, depth=2, n_classes=12, dropout=0.2, drop_path=0.2), *tr.dims)
     cfg = TrainConfig(epochs=5, batch_size=8, lr=2e-3, warmup_epochs=1, seed=seed, log_every=2, num_workers=NUM_WORKERS,
@@ -28,8 +28,14 @@ JOB = textwrap.dedent("""
 """)
 
 
-def _run(run_dir, stop="none", seed=0, workers=0):
-    r = subprocess.run([sys.executable, "-c", JOB.replace("NUM_WORKERS", str(workers)), str(run_dir), str(stop), str(seed)],
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory):
+    from xattn.train import write_toy_dataset
+    return write_toy_dataset(tmp_path_factory.mktemp("toy"), val_fraction=16 / 60, n_videos=60, noise=0.8, seed=3)
+
+
+def _run(root, run_dir, stop="none", seed=0, workers=0):
+    r = subprocess.run([sys.executable, "-c", JOB.replace("NUM_WORKERS", str(workers)), str(run_dir), str(stop), str(seed), str(root)],
                        capture_output=True, text=True, cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)}, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(next(l for l in r.stdout.splitlines() if l.startswith("RESULT "))[7:])
@@ -39,12 +45,12 @@ def _weights(run_dir, name="last.pt"):
     return torch.load(Path(run_dir)/"checkpoints"/name, map_location="cpu", weights_only=True)
 
 
-def test_exact_resume_same_final_weights(tmp_path):
-    full = _run(tmp_path/"full")
-    part = _run(tmp_path/"split", stop=2)                      # "preempted" after epoch 2 of 5
+def test_exact_resume_same_final_weights(toy_root, tmp_path):
+    full = _run(toy_root, tmp_path/"full")
+    part = _run(toy_root, tmp_path/"split", stop=2)                      # "preempted" after epoch 2 of 5
     assert (part["epochs_run"], part["finished"]) == (2, False)
     assert _weights(tmp_path/"split")["epoch"] == 2
-    rest = _run(tmp_path/"split", stop="none")                 # a new process resumes from last.pt
+    rest = _run(toy_root, tmp_path/"split", stop="none")                 # a new process resumes from last.pt
     assert rest["finished"] and rest["epochs_run"] == 5
     a, b = _weights(tmp_path/"full"), _weights(tmp_path/"split")
     assert a["epoch"] == b["epoch"] == 5 and a["step"] == b["step"]
@@ -59,26 +65,23 @@ def test_exact_resume_same_final_weights(tmp_path):
     epochs = [json.loads(l)["epoch"] for l in (tmp_path/"split"/"metrics.jsonl").read_text().splitlines() if '"kind": "epoch"' in l]
     assert epochs == [1, 2, 3, 4, 5]
     # control: the equality above is not trivial (dropout and data order matter): another seed differs
-    _run(tmp_path/"other", seed=1)
+    _run(toy_root, tmp_path/"other", seed=1)
     c = _weights(tmp_path/"other")
     assert any(not torch.equal(a["model"][k], c["model"][k]) for k in a["model"])
 
 
-def test_resume_with_dataloader_workers(tmp_path):
-    full = _run(tmp_path/"full", workers=2)
-    _run(tmp_path/"split", stop=3, workers=2); _run(tmp_path/"split", workers=2)
+def test_resume_with_dataloader_workers(toy_root, tmp_path):
+    full = _run(toy_root, tmp_path/"full", workers=2)
+    _run(toy_root, tmp_path/"split", stop=3, workers=2); _run(toy_root, tmp_path/"split", workers=2)
     a, b = _weights(tmp_path/"full"), _weights(tmp_path/"split")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
 def test_early_stopping_and_best_checkpoint(tmp_path):
-    from xattn.train import toy_features, ArrayFeatureStore, FeatureDataset, TrainConfig, train, load_checkpoint
+    from xattn.train import write_toy_store, FeatureDataset, TrainConfig, train, TOY_SEMANTIC as S, TOY_MOTION as M, load_checkpoint
     from xattn.model import FusionConfig, build_model
-    from xattn.data import VideoRecord
-    feats, labels = toy_features(n_videos=36, noise=3.0, seed=0)   # nearly unlearnable: val top-1 plateaus
-    st = ArrayFeatureStore(feats)
-    recs = [VideoRecord(v, Path(v), l) for v, l in labels.items()]
-    tr, va = FeatureDataset(st, recs[:24], "sem", "mot"), FeatureDataset(st, recs[24:], "sem", "mot")
+    st, recs = write_toy_store(tmp_path/"toy.h5", n_videos=36, noise=3.0, seed=0)   # nearly unlearnable: val top-1 plateaus
+    tr, va = FeatureDataset(st, recs[:24], S, M), FeatureDataset(st, recs[24:], S, M)
     model = build_model(FusionConfig(dim=16, heads=2, depth=1, n_classes=12), *tr.dims)
     res = train(model, tr, va, TrainConfig(epochs=40, batch_size=8, lr=1e-3, early_stop_patience=3), tmp_path)
     assert res["stopped_early"] and res["epochs_run"] < 40
@@ -92,12 +95,10 @@ def test_early_stopping_and_best_checkpoint(tmp_path):
 
 
 def test_lr_schedule_warmup_then_cosine(tmp_path):
-    from xattn.train import toy_features, ArrayFeatureStore, FeatureDataset, TrainConfig, train
+    from xattn.train import write_toy_store, FeatureDataset, TrainConfig, train, TOY_SEMANTIC as S, TOY_MOTION as M
     from xattn.model import FusionConfig, build_model
-    from xattn.data import VideoRecord
-    feats, labels = toy_features(n_videos=16)
-    recs = [VideoRecord(v, Path(v), l) for v, l in labels.items()]
-    ds = FeatureDataset(ArrayFeatureStore(feats), recs, "sem", "mot")
+    st, recs = write_toy_store(tmp_path/"toy.h5", n_videos=16)
+    ds = FeatureDataset(st, recs, S, M)
     train(build_model(FusionConfig(dim=16, heads=2, depth=1, n_classes=12), *ds.dims), ds, None,
           TrainConfig(epochs=6, batch_size=4, lr=1e-2, warmup_epochs=2, log_every=1, min_lr_ratio=0.0), tmp_path)
     lr = [json.loads(l)["lr"] for l in (tmp_path/"metrics.jsonl").read_text().splitlines() if '"step"' in l and '"kind": "step"' in l]
