@@ -1,0 +1,90 @@
+"""The main job, run the three ways a user runs it: the `xattn demo` console script (papermill inside),
+papermill on the notebook directly, and the Python API. Tiny configuration, real components."""
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _env(tmp_path):
+    env = dict(os.environ, XATTN_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _run(args, tmp_path, **kw):
+    return subprocess.run(args, capture_output=True, text=True, env=_env(tmp_path), cwd=tmp_path, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    "One tiny `xattn demo` through papermill, with decoding workers (fork from a notebook kernel)."
+    tmp = tmp_path_factory.mktemp("demo")
+    rd = tmp / "run"
+    r = _run([str(BIN / "xattn"), "demo", "--tiny", "--num-workers", "2", "--run-dir", str(rd)], tmp)
+    return r, rd
+
+
+def test_demo_cli_prints_run_dir_and_top1(demo_run):
+    r, rd = demo_run
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"run directory: {rd}" in r.stdout
+    assert "cross_attention top-1" in r.stdout and "single streams: semantic" in r.stdout
+
+
+def test_demo_run_directory_holds_everything(demo_run):
+    r, rd = demo_run
+    for f in ("config.json", "metrics.json", "environment.json", "log.txt", "checkpoints/model.pt",
+              "figures/confusion.png", "09_pipeline.ipynb"):
+        assert (rd / f).exists(), f
+    assert (rd / "figures/confusion.png").read_bytes()[:4] == b"\x89PNG"
+    nb = json.loads((rd / "09_pipeline.ipynb").read_text())
+    assert nb["metadata"]["papermill"]["parameters"]["tiny"] is False
+    assert nb["metadata"]["papermill"]["exception"] is None
+    executed = [c for c in nb["cells"] if c["cell_type"] == "code" and c.get("execution_count")]
+    assert len(executed) > 10
+    cfg, m = json.loads((rd / "config.json").read_text()), json.loads((rd / "metrics.json").read_text())
+    assert cfg["data"]["n_per_class"] == 4 and cfg["num_workers"] == 2
+    assert set(m["models"]) == {"cross_attention", "semantic", "motion"}
+    assert 0 <= m["top1"] <= m["top5"] <= 1
+    n_classes = len(m["class_names"])
+    assert n_classes == 12 and len(m["models"]["cross_attention"]["per_class"]) == n_classes
+
+
+def test_demo_records_random_init_provenance(demo_run):
+    _, rd = demo_run
+    m = json.loads((rd / "metrics.json").read_text())
+    prov = m["features"]["provenance"]
+    assert set(prov) == {"dinov3_vits16plus", "i3d_r50_flow"}
+    assert all(p["weights"] == "random-init" for p in prov.values())
+
+
+def test_demo_reports_bad_videos_by_name(demo_run):
+    _, rd = demo_run
+    m = json.loads((rd / "metrics.json").read_text())
+    reasons = {s["id"]: s["reason"] for s in m["skipped"]}
+    assert len(reasons) == 2, reasons                           # one truncated file, one annotation without video
+    assert any("no video" in r for r in reasons.values())
+    assert all(r for r in reasons.values())
+    total = sum(m["n_videos"].values())
+    assert total == 48 - 1                                      # 48 clips + 1 annotation without video - 2 bad: all good ones used
+
+
+def test_demo_without_weights_is_a_clear_error(tmp_path):
+    r = _run([str(BIN / "xattn"), "demo", "--tiny", "--no-allow-random-init", "--engine", "python",
+              "--run-dir", str(tmp_path / "r")], tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert "dinov3_vits16plus" in r.stderr and "allow" in r.stderr
+
+
+def test_papermill_runs_the_notebook_directly(tmp_path):
+    out = tmp_path / "out.ipynb"
+    r = _run([str(BIN / "papermill"), str(ROOT / "nbs/09_pipeline.ipynb"), str(out), "-p", "tiny", "True",
+              "-p", "run_dir", str(tmp_path / "pm"), "--cwd", str(ROOT / "nbs"), "-k", "python3"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "pm/metrics.json").read_text())
+    assert m["main"] == "cross_attention"
