@@ -15,7 +15,7 @@ export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test check-sync nbtest pytest bench figures clean-venv lab
+.PHONY: install demo test readme check-sync nbtest pytest bench figures clean-venv lab
 
 $(VENV)/.ok: $(LOCK)
 	@echo "xattn: building virtualenv $(VENV) (first run on this machine or new pins)"
@@ -35,8 +35,12 @@ demo: install
 check-sync: install
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_export
-	@git diff --exit-code --stat -- nbs xattn || (echo "nbdev_clean/nbdev_export changed files: run them and commit" && exit 1)
+	$(BIN)/xattn readme
+	@git diff --exit-code --stat -- nbs xattn README.md || (echo "nbdev_clean/nbdev_export/xattn readme changed files: run them and commit" && exit 1)
 	@test -z "$$(git status --porcelain --untracked-files=all -- nbs xattn)" || (git status --porcelain -- nbs xattn; echo "untracked generated files: commit them" && exit 1)
+
+readme: install
+	$(BIN)/xattn readme
 
 nbtest: install
 	$(BIN)/nbdev_test --n_workers 2 --timing --do_print 2>&1 | tee .nbtest.log
@@ -50,8 +54,10 @@ test: check-sync nbtest pytest
 bench: install
 	$(BIN)/xattn bench all
 
+RUN ?= $(lastword $(sort $(dir $(wildcard runs/*/metrics.json))))
 figures: install
-	$(BIN)/python papers/make_figures.py
+	@test -n "$(RUN)" || (echo "no finished run under runs/: run make demo first, or pass RUN=runs/<run>" && exit 1)
+	$(BIN)/papermill papers/figures.ipynb $(abspath $(RUN))/figures/paper.ipynb -p run_dir $(abspath $(RUN)) -k python3 --cwd papers
 
 lab: install
 	$(BIN)/jupyter lab nbs

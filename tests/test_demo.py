@@ -88,3 +88,20 @@ def test_papermill_runs_the_notebook_directly(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "pm/metrics.json").read_text())
     assert m["main"] == "cross_attention"
+
+
+def test_paper_figures_from_the_run(demo_run, tmp_path):
+    "papers/figures.ipynb regenerates the paper's figures and numbers from the finished run."
+    r, rd = demo_run
+    out = rd / "figures" / "paper"
+    p = subprocess.run([str(BIN / "papermill"), str(ROOT / "papers/figures.ipynb"), str(tmp_path / "paper.ipynb"),
+                        "-p", "run_dir", str(rd), "-p", "embed_method", "pca", "-k", "python3", "--cwd", str(ROOT / "papers")],
+                       capture_output=True, text=True, env=_env(rd.parent), timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for name in ("confusion", "attention", "embeddings", "models_top1"):
+        assert (out / f"{name}.pdf").stat().st_size > 1000 and (out / f"{name}.png").exists(), name
+    numbers = json.loads((out / "numbers.json").read_text())
+    m = json.loads((rd / "metrics.json").read_text())
+    assert abs(numbers["fusion_top1_recomputed"] - m["top1"]) < 1e-6       # the figures show the run's model
+    assert set(numbers["silhouette"]) == {"semantic", "motion", "fused"}
+    assert "| cross_attention |" in (out / "table_models.md").read_text()

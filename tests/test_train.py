@@ -105,3 +105,17 @@ def test_lr_schedule_warmup_then_cosine(tmp_path):
     assert len(lr) == 24
     f = lambda i: 1e-2 * 0.5 * (1 + math.cos(math.pi * (i - 8) / 16))     # 4 steps/epoch: 8 warmup steps, 16 cosine steps
     assert lr == pytest.approx([1e-2 * (i + 1) / 8 for i in range(8)] + [f(i) for i in range(8, 24)])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_cpu(tmp_path, precision):
+    "bf16 / fp16 autocast also run on the CPU (fp16 with a gradient scaler whose state is checkpointed)."
+    from xattn.train import write_toy_store, FeatureDataset, TrainConfig, train, load_checkpoint, TOY_SEMANTIC as S, TOY_MOTION as M
+    from xattn.model import FusionConfig, build_model
+    st, recs = write_toy_store(tmp_path/"toy.h5", n_videos=24)
+    ds = FeatureDataset(st, recs, S, M)
+    res = train(build_model(FusionConfig(dim=16, heads=2, depth=1, n_classes=12), *ds.dims), ds, ds,
+                TrainConfig(epochs=2, batch_size=8, precision=precision), tmp_path/"run")
+    assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in res["history"])
+    scaler = load_checkpoint(tmp_path/"run"/"checkpoints"/"last.pt")["scaler"]
+    assert (scaler.get("scale") is not None) == (precision == "fp16")
