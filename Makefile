@@ -15,19 +15,32 @@ export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test readme check-sync nbtest pytest bench figures clean-venv lab
+.PHONY: _build-venv install demo test readme check-sync nbtest pytest bench figures clean-venv lab
 
-$(VENV)/.ok: $(LOCK)
-	@echo "xattn: building virtualenv $(VENV) (first run on this machine or new pins)"
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -r $(LOCK) 2>&1 | { grep -v "^WARNING: Location" || true; }
-	$(BIN)/python -c "import torch, torchvision, nbdev, decord, av, h5py, timm"
-	touch $@
+# The venv's path carries the hash of the pins, so existence is freshness (never compare mtimes: a fresh
+# clone's files are all new). flock serialises concurrent builds of the shared venv (CI beside a session).
+$(VENV)/.ok:
+	@mkdir -p $(dir $(VENV))
+	@flock $(VENV).lock $(MAKE) --no-print-directory _build-venv
 
+_build-venv:
+	@if [ ! -f $(VENV)/.ok ]; then \
+	  echo "xattn: building virtualenv $(VENV) (first run on this machine or new pins)"; \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && \
+	  $(BIN)/python -m pip install -q -r $(LOCK) 2>&1 | { grep -v "^WARNING: Location" || true; } && \
+	  $(BIN)/python -c "import torch, torchvision, nbdev, decord, av, h5py, timm" && touch $(VENV)/.ok; \
+	fi
+	@test -f $(VENV)/.ok
+
+# The editable install gives the venv its `xattn` console script; which checkout it points to does not
+# matter under make (PYTHONPATH above wins), so it is (re)done only when missing or pointing nowhere:
+# a CI clone never re-points the venv of a working checkout.
 install: $(VENV)/.ok
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
-	ln -sfn $(VENV) .venv
+	@$(BIN)/python -c "import json, pathlib, sys, importlib.metadata as m; d = m.distribution('xattn'); \
+	u = json.loads(d.read_text('direct_url.json') or '{}').get('url', ''); \
+	sys.exit(0 if pathlib.Path(u.removeprefix('file://'), 'settings.ini').exists() else 1)" 2>/dev/null \
+	|| $(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@ln -sfn $(VENV) .venv
 
 demo: install
 	$(BIN)/xattn demo
