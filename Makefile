@@ -36,9 +36,9 @@ _build-venv:
 # matter under make (PYTHONPATH above wins), so it is (re)done only when missing or pointing nowhere:
 # a CI clone never re-points the venv of a working checkout.
 install: $(VENV)/.ok
-	@$(BIN)/python -c "import json, pathlib, sys, importlib.metadata as m; d = m.distribution('xattn'); \
-	u = json.loads(d.read_text('direct_url.json') or '{}').get('url', ''); \
-	sys.exit(0 if pathlib.Path(u.removeprefix('file://'), 'settings.ini').exists() else 1)" 2>/dev/null \
+	@$(BIN)/python -I -c "import json, pathlib, sys, importlib.metadata as m; d = m.distribution('xattn'); \
+	u = json.loads(d.read_text('direct_url.json') or '{}').get('url', '').removeprefix('file://'); \
+	sys.exit(0 if u and pathlib.Path(u, 'settings.ini').exists() else 1)" 2>/dev/null \
 	|| $(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@ln -sfn $(VENV) .venv
 
