@@ -1,0 +1,34 @@
+#!/bin/bash
+# Feature extraction as a SLURM job array: each array task takes a fixed shard of the videos and writes its own
+# store file (features.rank<i>-of-<n>.h5 beside --out); no task ever writes another task's file. Re-submitting the
+# same array resumes: every task skips the videos its shard already holds. When all tasks are done, one merge
+# joins the shards (a copy; add --virtual for HDF5 virtual datasets that point into the shard files).
+#
+#   sbatch docs/extract_slurm_array.sh                         # tasks 0..15 -> 16 shards
+#   sbatch --dependency=afterok:<jobid> --wrap "xattn store merge $OUT $OUT_DIR/features.rank*-of-16.h5 && xattn store check $OUT"
+#
+# xattn reads SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT / SLURM_ARRAY_TASK_MIN (xattn.core.shard_env), so the
+# array range may start anywhere (--array=1-16 works too). Keep the array size fixed across re-submissions: the
+# shard of a video depends on it.
+#SBATCH --job-name=xattn-extract
+#SBATCH --array=0-15
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=10
+#SBATCH --mem=48G
+#SBATCH --time=12:00:00
+#SBATCH --output=logs/extract-%A_%a.out
+set -euo pipefail
+
+SOURCE=${SOURCE:-/datasets/ssv2}                 # SSv2 layout: labels.json, train.json, validation.json, videos/
+OUT_DIR=${OUT_DIR:-/scratch/$USER/ssv2-features}
+OUT=$OUT_DIR/features.h5
+
+# Decoding and flow run in DataLoader workers: give them the CPUs SLURM allotted, minus one for the model process.
+WORKERS=$(( ${SLURM_CPUS_PER_TASK:-4} - 1 ))
+
+xattn extract --source "$SOURCE" --out "$OUT" \
+    --extractors dinov3_vits16plus,i3d_r50_flow \
+    --frames 16 --batch-size 64 --num-workers "$WORKERS" --device cuda \
+    --no-progress            # SLURM logs: one line per video instead of a progress bar
+
+# Tasks of a job array share no process group, so no task merges; the dependent merge job above does.
