@@ -66,8 +66,13 @@ pytest: install
 
 test: check-sync nbtest pytest
 
+# Benchmarks are commands printing JSON; `make bench` runs each and keeps the JSON under runs/bench-<stamp>/.
+BENCH_DIR ?= runs/bench-$(shell date +%Y%m%d-%H%M%S)
 bench: install
-	$(BIN)/xattn bench all
+	mkdir -p $(BENCH_DIR)
+	$(BIN)/xattn bench decode | tee $(BENCH_DIR)/decode.json
+	$(BIN)/xattn bench extract-model | tee $(BENCH_DIR)/extract-model.json
+	$(BIN)/xattn bench extract | tee $(BENCH_DIR)/extract.json
 
 RUN ?= $(lastword $(sort $(dir $(wildcard runs/*/metrics.json))))
 figures: install
