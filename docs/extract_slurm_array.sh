@@ -20,6 +20,7 @@
 set -euo pipefail
 
 SOURCE=${SOURCE:-/datasets/ssv2}                 # SSv2 layout: labels.json, train.json, validation.json, videos/
+# Checkpoints are read from $XATTN_WEIGHTS (`xattn weights` lists what is present); nothing is downloaded.
 OUT_DIR=${OUT_DIR:-/scratch/$USER/ssv2-features}
 OUT=$OUT_DIR/features.h5
 
