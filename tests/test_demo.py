@@ -73,6 +73,13 @@ def test_demo_reports_bad_videos_by_name(demo_run):
     assert total == 48 - 1                                      # 48 clips + 1 annotation without video - 2 bad: all good ones used
 
 
+def test_demo_relative_run_dir_lands_where_asked(tmp_path):
+    "The kernel runs in nbs/; a relative run directory must still be relative to where the user ran xattn."
+    r = _run([str(BIN / "xattn"), "demo", "--tiny", "--num-workers", "0", "--run-dir", "rel/run"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "rel/run/metrics.json").exists() and (tmp_path / "rel/run/09_pipeline.ipynb").exists()
+
+
 def test_demo_without_weights_is_a_clear_error(tmp_path):
     r = _run([str(BIN / "xattn"), "demo", "--tiny", "--no-allow-random-init", "--engine", "python",
               "--run-dir", str(tmp_path / "r")], tmp_path)
