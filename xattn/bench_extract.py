@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
-from .core import (XattnError, get_logger, cli_command, parse_config_args, config_to_dict, peak_rss_mb, environment_info,
+from .core import (XattnError, get_logger, cli_command, parse_config_args, json_command, config_to_dict, peak_rss_mb, environment_info,
                         save_json, cache_dir, repo_root)
 from .data import VideoRecord
 from .store import FeatureStore, FeatureWriter
 from .extract import ExtractConfig, load_extractors, VideoInputDataset, video_loader, ClipBatcher, extract_features
 
 # %% auto #0
-__all__ = ['ExtractBenchConfig', 'write_long_video', 'bench_throughput', 'reset_peak_rss', 'current_peak_rss_mb',
-           'peak_rss_of_video', 'bench_memory', 'bench_store_reads', 'bench_extract', 'bench_extract_cli']
+__all__ = ['bench_extract_cli', 'ExtractBenchConfig', 'write_long_video', 'bench_throughput', 'reset_peak_rss',
+           'current_peak_rss_mb', 'peak_rss_of_video', 'bench_memory', 'bench_store_reads', 'bench_extract']
 
 # %% ../nbs/04d_bench_extract.ipynb #a90bbc25
 @dataclass
@@ -199,9 +199,5 @@ def bench_extract(cfg: ExtractBenchConfig = ExtractBenchConfig()) -> dict:
     if cfg.out: save_json(res, cfg.out)
     return res
 
-@cli_command("bench extract")
-def bench_extract_cli(argv: list[str]) -> int:
-    "Extraction benchmark: end-to-end vs decode-only and model-only, peak RSS short vs 10-minute video, store reads; prints JSON."
-    cfg, _ = parse_config_args(ExtractBenchConfig, argv, prog="xattn bench extract")
-    print(json.dumps(bench_extract(cfg), indent=1, default=str))
-    return 0
+bench_extract_cli = json_command("bench extract", ExtractBenchConfig, bench_extract,
+    "Extraction benchmark: end-to-end vs decode-only and model-only, peak RSS short vs 10-minute video, store reads; prints JSON.")

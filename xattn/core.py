@@ -12,8 +12,8 @@ import torch
 # %% auto #0
 __all__ = ['IN_TEST', 'CLI_COMMANDS', 'XattnError', 'get_device', 'autocast_dtype', 'seed_everything', 'get_logger',
            'to_jsonable', 'save_json', 'load_json', 'config_from_dict', 'config_to_dict', 'sha256_file', 'cache_dir',
-           'weights_dir', 'runs_root', 'shard_env', 'environment_info', 'make_run_dir', 'repo_root', 'notebook_path',
-           'cli_command', 'parse_config_args', 'peak_rss_mb']
+           'weights_dir', 'runs_root', 'shard_env', 'local_rank', 'cuda_index', 'environment_info', 'make_run_dir',
+           'repo_root', 'notebook_path', 'cli_command', 'parse_config_args', 'json_command', 'peak_rss_mb']
 
 # %% ../nbs/00_core.ipynb #9321d601
 IN_TEST = os.environ.get("IN_TEST", "") not in ("", "0", "false", "False")
@@ -150,6 +150,18 @@ def shard_env(env: dict | None = None) -> tuple[int, int]:
         return int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"])
     return 0, 1
 
+# %% ../nbs/00_core.ipynb #76027169
+def local_rank(env: dict | None = None, rank: int = 0) -> int:
+    "This process's index on its node: torchrun's `LOCAL_RANK`, else SLURM's `SLURM_LOCALID`, else `rank`."
+    env = os.environ if env is None else env
+    return int(env.get("LOCAL_RANK", env.get("SLURM_LOCALID", rank)))
+
+def cuda_index(rank: int = 0, env: dict | None = None, n_devices: int | None = None) -> int:
+    "The CUDA device index for this process: its local rank modulo the visible devices."
+    n = torch.cuda.device_count() if n_devices is None else n_devices
+    if n < 1: raise XattnError("no CUDA device is visible")
+    return local_rank(env, rank) % n
+
 # %% ../nbs/00_core.ipynb #909007af
 def _slug(name: str) -> str: return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
 
@@ -263,6 +275,17 @@ def parse_config_args(cls, argv: list[str] | None = None, prog: str | None = Non
     ns = p.parse_args(argv)
     given = _nest({k[4:]: v for k, v in vars(ns).items() if k.startswith("cfg:") and v is not None})
     return config_from_dict(cls, _merge(defaults or {}, given)), ns
+
+# %% ../nbs/00_core.ipynb #304e7a82
+def json_command(name: str, cls, fn: typing.Callable, doc: str | None = None):
+    "Register `xattn <name>`: flags parsed into dataclass `cls`, `fn(cfg)` run, its result printed as JSON."
+    doc = doc or (fn.__doc__ or "").strip()
+    def command(argv: list[str]) -> int:
+        cfg, _ = parse_config_args(cls, argv, prog=f"xattn {name}", description=doc)
+        print(json.dumps(to_jsonable(fn(cfg)), indent=1, default=str))
+        return 0
+    command.__doc__, command.__name__ = doc, fn.__name__ + "_cli"
+    return cli_command(name)(command)
 
 # %% ../nbs/00_core.ipynb #7904bc12
 def peak_rss_mb() -> float:

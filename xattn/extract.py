@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import (XattnError, get_device, autocast_dtype, seed_everything, get_logger, save_json, load_json,
-                        config_from_dict, config_to_dict, parse_config_args, cli_command, shard_env, peak_rss_mb)
+                        config_from_dict, config_to_dict, parse_config_args, cli_command, shard_env, cuda_index, peak_rss_mb)
 from .data import VideoRecord, VideoMeta, VideoDecodeError, probe_video, read_frames, sample_uniform, Clip
 from .store import FeatureWriter, FeatureStore, StoreError, shard_path, merge_stores, store_files, store_diff
 
@@ -281,7 +281,7 @@ def extract_features(records: list, cfg: ExtractConfig, extractors: dict | None 
     if not 0 <= rank < world: raise XattnError(f"shard {rank} of {world}: need 0 <= rank < world_size")
     out = shard_path(cfg.out, rank, world)
     device = get_device(cfg.device if cfg.device != "auto" or world == 1 or not torch.cuda.is_available()
-                        else f"cuda:{rank % torch.cuda.device_count()}")
+                        else f"cuda:{cuda_index(rank)}")
     if cfg.threads: torch.set_num_threads(cfg.threads)
     elif world > 1 and device.type == "cpu": torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     from xattn.data import check_unique_ids

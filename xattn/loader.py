@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DataLoader
-from .core import XattnError, get_logger, cli_command, parse_config_args, repo_root, peak_rss_mb
+from .core import XattnError, get_logger, cli_command, parse_config_args, json_command, repo_root, peak_rss_mb
 from .data import (VideoRecord, VideoDecodeError, ShortVideoError, SamplerConfig, sample_clips, probe_cached, read_frames,
                         iter_frames, unique_frames, ProbeCache, load_video_list, probe_video, sample_uniform)
 from .transforms import ClipTransform, TransformConfig
 
 # %% auto #0
-__all__ = ['item_seed', 'VideoClipDataset', 'collate_clips', 'worker_init_fn', 'make_loader', 'DecodeBenchConfig', 'bench_decode',
-           'bench_decode_cli']
+__all__ = ['bench_decode_cli', 'item_seed', 'VideoClipDataset', 'collate_clips', 'worker_init_fn', 'make_loader',
+           'DecodeBenchConfig', 'bench_decode']
 
 # %% ../nbs/01c_loader.ipynb #b3e21758
 def item_seed(seed: int, epoch: int, index: int, stream: int = 0) -> int:
@@ -156,9 +156,5 @@ def bench_decode(cfg: DecodeBenchConfig = DecodeBenchConfig()) -> dict:
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return out
 
-@cli_command("bench decode")
-def bench_decode_cli(argv: list[str]) -> int:
-    "Decode benchmark: decord vs PyAV (sequential, sparse-uniform) and DataLoader with 0/1/2 workers; prints JSON."
-    cfg, _ = parse_config_args(DecodeBenchConfig, argv, prog="xattn bench decode")
-    print(json.dumps(bench_decode(cfg), indent=1))
-    return 0
+bench_decode_cli = json_command("bench decode", DecodeBenchConfig, bench_decode,
+    "Decode benchmark: decord vs PyAV (sequential, sparse-uniform) and DataLoader with 0/1/2 workers; prints JSON.")

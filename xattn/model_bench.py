@@ -8,13 +8,13 @@ import dataclasses, gc, json, sys, threading, time
 from pathlib import Path
 import numpy as np
 import torch
-from .core import (XattnError, get_device, get_logger, cli_command, parse_config_args, environment_info, save_json,
+from .core import (XattnError, get_device, get_logger, cli_command, parse_config_args, json_command, environment_info, save_json,
                         to_jsonable)
 from .extractors import load_extractor, list_extractors, get_spec
 
 # %% auto #0
-__all__ = ['ModelBenchConfig', 'matmul_gflops', 'flops_per_item', 'bf16_supported', 'time_forward', 'bench_extractor',
-           'bench_extract_model', 'bench_extract_model_cli']
+__all__ = ['bench_extract_model_cli', 'ModelBenchConfig', 'matmul_gflops', 'flops_per_item', 'bf16_supported', 'time_forward',
+           'bench_extractor', 'bench_extract_model']
 
 # %% ../nbs/03c_model_bench.ipynb #7f22a1da
 @dataclasses.dataclass
@@ -178,9 +178,5 @@ def bench_extract_model(cfg: ModelBenchConfig = ModelBenchConfig()) -> dict:
     if cfg.out: save_json(out, cfg.out)
     return out
 
-@cli_command("bench extract-model")
-def bench_extract_model_cli(argv: list[str]) -> int:
-    "Model-only extractor throughput (clips/s, frames/s, % of the matmul rate) on pre-decoded tensors; prints JSON."
-    cfg, _ = parse_config_args(ModelBenchConfig, argv, prog="xattn bench extract-model")
-    print(json.dumps(bench_extract_model(cfg), indent=1))
-    return 0
+bench_extract_model_cli = json_command("bench extract-model", ModelBenchConfig, bench_extract_model,
+    "Model-only extractor throughput (clips/s, frames/s, % of the matmul rate) on pre-decoded tensors; prints JSON.")

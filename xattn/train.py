@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from .core import (XattnError, autocast_dtype, cli_command, config_to_dict, get_device, get_logger, save_json,
-                        seed_everything, shard_env, to_jsonable)
+                        seed_everything, shard_env, cuda_index, to_jsonable)
 
 # %% auto #0
 __all__ = ['TOY_SEMANTIC', 'TOY_MOTION', 'SEMANTIC_TOKENS', 'MOTION_TOKENS', 'write_toy_store', 'write_toy_dataset',
@@ -235,7 +235,7 @@ def init_distributed(device: str = "auto") -> tuple[int, int]:
     rank, world = shard_env()
     if world > 1 and not dist.is_initialized():
         cuda = get_device(device).type == "cuda"
-        if cuda: torch.cuda.set_device(rank % torch.cuda.device_count())
+        if cuda: torch.cuda.set_device(cuda_index(rank))
         dist.init_process_group("nccl" if cuda else "gloo")
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
     return 0, 1
