@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
-from .core import (XattnError, get_logger, cli_command, parse_config_args, json_command, config_to_dict, peak_rss_mb, environment_info,
+from .core import (XattnError, get_logger, json_command, config_to_dict, peak_rss_mb, environment_info,
                         save_json, cache_dir, repo_root)
 from .data import VideoRecord
 from .store import FeatureStore, FeatureWriter

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DataLoader
-from .core import XattnError, get_logger, cli_command, parse_config_args, json_command, repo_root, peak_rss_mb
+from .core import XattnError, get_logger, json_command, repo_root, peak_rss_mb
 from .data import (VideoRecord, VideoDecodeError, ShortVideoError, SamplerConfig, sample_clips, probe_cached, read_frames,
                         iter_frames, unique_frames, ProbeCache, load_video_list, probe_video, sample_uniform)
 from .transforms import ClipTransform, TransformConfig

@@ -8,7 +8,7 @@ import dataclasses, gc, json, sys, threading, time
 from pathlib import Path
 import numpy as np
 import torch
-from .core import (XattnError, get_device, get_logger, cli_command, parse_config_args, json_command, environment_info, save_json,
+from .core import (XattnError, get_device, get_logger, json_command, environment_info, save_json,
                         to_jsonable)
 from .extractors import load_extractor, list_extractors, get_spec
 
