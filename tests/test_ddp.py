@@ -22,8 +22,10 @@ JOB = textwrap.dedent("""
     res = train(model, tr, va, TrainConfig(epochs=4, batch_size=batch, lr=2e-3, warmup_epochs=1, log_every=1,
                                             stop_after_epoch=None if stop == "none" else int(stop)), run_dir)
     torch.save(model.state_dict(), Path(run_dir)/f"final-rank{res['rank']}.pt")
-    print("RESULT", json.dumps(dict(rank=res["rank"], world=res["world"], epochs_run=res["epochs_run"],
-                                    history=res["history"], best=res["best"])))
+    # One file per rank, not stdout: ranks share the pipe, and with PYTHONUNBUFFERED each print() is several
+    # writes, so two ranks' lines can interleave.
+    (Path(run_dir)/f"result-rank{res['rank']}.json").write_text(json.dumps(dict(
+        rank=res["rank"], world=res["world"], epochs_run=res["epochs_run"], history=res["history"], best=res["best"])))
 """)
 
 
@@ -31,8 +33,12 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
-def _results(stdout):
-    return [json.loads(l[7:]) for l in stdout.splitlines() if l.startswith("RESULT ")]
+def _results(run_dir):
+    "The result each rank of the last run in `run_dir` wrote (then removed, so a later run cannot be read stale)."
+    out = []
+    for f in sorted(Path(run_dir).glob("result-rank*.json")):
+        out.append(json.loads(f.read_text())); f.unlink()
+    return out
 
 
 def _torchrun(script, run_dir, batch, stop="none", dropout=0.0):
@@ -40,14 +46,14 @@ def _torchrun(script, run_dir, batch, stop="none", dropout=0.0):
                         str(run_dir), str(batch), str(stop), str(dropout)],
                        capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    return sorted(_results(r.stdout), key=lambda x: x["rank"])
+    return sorted(_results(run_dir), key=lambda x: x["rank"])
 
 
 def _single(script, run_dir, batch, dropout=0.0):
     r = subprocess.run([sys.executable, str(script), str(run_dir), str(batch), "none", str(dropout)],
                        capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
-    return _results(r.stdout)[0]
+    return _results(run_dir)[0]
 
 
 @pytest.fixture
