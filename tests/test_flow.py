@@ -51,7 +51,7 @@ def test_flow_of_a_real_clip_methods_agree():
 @pytest.mark.parametrize("variant", ["small", "large"])
 def test_raft_matches_torchvision(tmp_path, monkeypatch, variant):
     from torchvision.models import optical_flow as of
-    from xattn.extractors import RAFT_CKPTS
+    from xattn.flow import RAFT_CKPTS
     monkeypatch.setenv("XATTN_WEIGHTS", str(tmp_path))
     builder = getattr(of, f"raft_{variant}")
     sd = random_state_dict(builder(weights=None), seed=2)

@@ -4,158 +4,23 @@
 
 # %% ../nbs/03_extractors.ipynb #ef8027b5
 from __future__ import annotations
-import dataclasses, json, pickle, re, time, typing, zipfile
+import dataclasses, json, re, time, typing
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .core import (XattnError, IN_TEST, get_device, autocast_dtype, get_logger, sha256_file, weights_dir,
-                        cli_command, to_jsonable, save_json)
+from .core import XattnError, get_device, autocast_dtype, get_logger, weights_dir
+from .weights import (CheckpointInfo, WEIGHTS, register_checkpoint, MissingWeightsError, UnsafeCheckpointError,
+                           CheckpointLayoutError, find_weights, looked_in, missing_weights_message, load_checkpoint,
+                           state_dict_of, load_state_strict, random_state_dict, checkpoint_provenance, weights_table)
 from .flow import scale_flow_i3d
 
 # %% auto #0
-__all__ = ['WEIGHTS', 'RAFT_CKPTS', 'EXTRACTORS', 'DINOV3_CKPT', 'I3D_R50_CKPT', 'CheckpointInfo', 'register_checkpoint',
-           'MissingWeightsError', 'UnsafeCheckpointError', 'CheckpointLayoutError', 'find_weights', 'load_checkpoint',
-           'state_dict_of', 'load_state_strict', 'random_state_dict', 'ExtractorSpec', 'frames_to_tensor',
-           'flow_to_tensor', 'Extractor', 'register_extractor', 'list_extractors', 'get_spec', 'load_extractor',
-           'DINOv3Extractor', 'dinov3_timm_to_original', 'adapt_rgb_conv_to_flow', 'I3DR50Extractor',
-           'I3DR50FlowExtractor', 'per_frame_features', 'features_for_clips', 'weights_table']
-
-# %% ../nbs/03_extractors.ipynb #44e79c30
-@dataclasses.dataclass(frozen=True)
-class CheckpointInfo:
-    "A checkpoint an extractor can load: file name, layout, digest and where users obtain it."
-    file: str                         # canonical file name, looked up in `weights_dir()`
-    layout: str                       # key layout, e.g. "timm", "dinov3-original", "pytorchvideo model_state"
-    source: str                       # where a user obtains it (URL and/or steps)
-    sha256: str | None = None         # full hex digest when known
-    sha256_prefix: str | None = None  # leading hex digits (the hash in torch-hub style file names)
-    aliases: tuple[str, ...] = ()     # other accepted file names (other layouts of the same weights)
-    note: str = ""
-
-    def matches_digest(self, digest: str) -> bool | None:
-        "True/False when this checkpoint's digest is known, None when it is not."
-        if self.sha256: return digest == self.sha256
-        if self.sha256_prefix: return digest.startswith(self.sha256_prefix)
-        return None
-
-# %% ../nbs/03_extractors.ipynb #11260bf5
-WEIGHTS: dict[str, CheckpointInfo] = {}
-
-def register_checkpoint(key: str, info: CheckpointInfo) -> CheckpointInfo:
-    "Add `info` to the table of known checkpoints under `key`."
-    WEIGHTS[key] = info
-    return info
-
-# %% ../nbs/03_extractors.ipynb #c29d6c1b
-RAFT_CKPTS = {
-    v: register_checkpoint(f"raft_{v}", CheckpointInfo(
-        f, "torchvision", f"https://download.pytorch.org/models/{f} (torchvision Raft_{v.title()}_Weights)",
-        sha256_prefix=f.rsplit("-", 1)[1].split(".")[0], aliases=tuple(alt)))
-    for v, f, alt in [("small", "raft_small_C_T_V2-01064c6d.pth", ["raft_small_C_T_V1-ad48884c.pth"]),
-                      ("large", "raft_large_C_T_SKHT_V2-ff5fadd5.pth",
-                       ["raft_large_C_T_V2-1bb1363a.pth", "raft_large_C_T_SKHT_K_V2-b5c70766.pth", "raft_large_C_T_V1-22a6c225.pth"])]}
-
-# %% ../nbs/03_extractors.ipynb #70b408e4
-class MissingWeightsError(XattnError):
-    "A checkpoint is not on disk; the message names the file, where it was looked for and where to get it."
-
-class UnsafeCheckpointError(XattnError):
-    "A checkpoint is a pickle with code in it (or not a checkpoint at all); it is refused, never unpickled."
-
-class CheckpointLayoutError(XattnError):
-    "A checkpoint's keys or shapes do not match the architecture (strict loading)."
-
-# %% ../nbs/03_extractors.ipynb #239d1d10
-def _missing_message(info: CheckpointInfo, what: str, looked: list[Path]) -> str:
-    return (f"{what}: checkpoint {info.file!r} ({info.layout} layout) not found; looked in "
-            f"{', '.join(str(p) for p in looked)}. Get it from {info.source} and save it as "
-            f"{weights_dir()/info.file} (or pass weights=PATH); to run with random weights pass allow_random_init=True.")
-
-def find_weights(info: CheckpointInfo, weights: str | Path | None = None, what: str = "extractor") -> Path | None:
-    "Path of the checkpoint for `info`: `weights` if given (must exist), else the first known name in `weights_dir()`, else None."
-    if weights is not None:
-        p = Path(weights).expanduser()
-        if not p.is_file(): raise MissingWeightsError(_missing_message(info, what, [p]))
-        return p
-    for name in (info.file, *info.aliases):
-        p = weights_dir()/name
-        if p.is_file(): return p
-    return None
-
-# %% ../nbs/03_extractors.ipynb #6531304d
-def load_checkpoint(path: str | Path) -> dict:
-    "Read a checkpoint (safetensors, or a pickle with tensors and plain containers only) into a dict."
-    path = Path(path)
-    head = path.open("rb").read(8)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        try: return load_file(str(path), device="cpu")
-        except Exception as e: raise UnsafeCheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-    if head[:2] == b"PK":
-        with zipfile.ZipFile(path) as z:
-            if any(n.endswith("/code/__torch__.py") or "/code/" in n for n in z.namelist()):
-                raise UnsafeCheckpointError(f"{path}: a TorchScript archive (carries code); convert it to a state dict "
-                                            "or safetensors on a trusted machine and load that file instead")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        why = re.search(r"WeightsUnpickler error: ([^\n]*)", str(e))
-        raise UnsafeCheckpointError(f"{path}: refused, the pickle holds more than tensors and plain containers "
-                                    f"(unpickling it could run code) or is not a checkpoint "
-                                    f"({why.group(1).strip() if why else str(e).splitlines()[0][:120]}). "
-                                    "Re-save its state_dict with torch.save or as safetensors on a trusted machine.") from e
-    except (RuntimeError, EOFError, ValueError) as e:
-        raise UnsafeCheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:200]})") from e
-    if not isinstance(obj, dict): raise CheckpointLayoutError(f"{path}: holds a {type(obj).__name__}, expected a dict of tensors")
-    return obj
-
-# %% ../nbs/03_extractors.ipynb #2d603bdd
-def state_dict_of(ckpt: dict, keys: tuple[str, ...] = ("model_state", "state_dict", "model", "module")) -> dict:
-    "The tensor dict inside a checkpoint: unwrap `model_state`/`state_dict`/`model`, strip a `module.` prefix."
-    sd = ckpt
-    for _ in range(3):
-        inner = next((sd[k] for k in keys if isinstance(sd.get(k), dict)), None)
-        if inner is None: break
-        sd = inner
-    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    if sd and all(k.startswith("module.") for k in sd): sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
-
-# %% ../nbs/03_extractors.ipynb #eb3e4625
-def load_state_strict(module: nn.Module, sd: dict, source: str = "checkpoint", layout: str = "") -> nn.Module:
-    "Load `sd` into `module` requiring every key and shape to match (BN `num_batches_tracked` optional)."
-    own = module.state_dict()
-    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own
-              if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        def few(xs): return f"{len(xs)} ({', '.join(xs[:4])}{', ...' if len(xs) > 4 else ''})"
-        raise CheckpointLayoutError(
-            f"{source}: does not match the {layout or type(module).__name__} layout: missing {few(missing)}, "
-            f"unexpected {few(unexpected)}, shape mismatches {few(shapes)}. Is it the right file for this extractor?")
-    full = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **sd}
-    module.load_state_dict(full, strict=True)
-    return module
-
-# %% ../nbs/03_extractors.ipynb #b9690118
-def random_state_dict(module: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
-    "Seeded random values for every tensor of `module.state_dict()` (same keys, shapes and dtypes)."
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for k, v in module.state_dict().items():
-        if not v.is_floating_point(): out[k] = v.clone(); continue
-        leaf = k.rsplit(".", 1)[-1]
-        r = torch.randn(v.shape, generator=g, dtype=torch.float64)
-        if leaf == "running_var": t = torch.rand(v.shape, generator=g, dtype=torch.float64) + 0.5
-        elif leaf == "running_mean": t = 0.1 * r
-        elif v.ndim >= 2 and leaf.endswith("weight"): t = r * (2.0 / max(1, v[0].numel())) ** 0.5
-        elif v.ndim <= 1 and leaf in ("weight", "gamma") or leaf.startswith("gamma"): t = 1.0 + 0.1 * r
-        else: t = 0.1 * r
-        out[k] = t.to(v.dtype)
-    return out
+__all__ = ['EXTRACTORS', 'DINOV3_CKPT', 'I3D_R50_CKPT', 'ExtractorSpec', 'frames_to_tensor', 'flow_to_tensor', 'Extractor',
+           'register_extractor', 'list_extractors', 'get_spec', 'load_extractor', 'DINOv3Extractor',
+           'dinov3_timm_to_original', 'adapt_rgb_conv_to_flow', 'I3DR50Extractor', 'I3DR50FlowExtractor',
+           'per_frame_features', 'features_for_clips']
 
 # %% ../nbs/03_extractors.ipynb #c8fa1dc0
 @dataclasses.dataclass
@@ -322,14 +187,6 @@ def _spec_overrides(cls, overrides: dict, common=("size", "frames_per_clip")) ->
     return {k: v for k, v in overrides.items() if k in common}, opts
 
 # %% ../nbs/03_extractors.ipynb #bdae7836
-_DIGESTS: dict[tuple, str] = {}
-
-def _digest(path: Path) -> str:
-    "sha256 of `path`, cached per (path, size, mtime) for this process."
-    st = path.stat(); key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS: _DIGESTS[key] = sha256_file(path)
-    return _DIGESTS[key]
-
 def load_extractor(name: str, weights: str | Path | None = None, allow_random_init: bool = False, device="auto",
                    precision: str = "fp32", channels_last: bool = False, seed: int = 0, **overrides) -> Extractor:
     "Build the frozen extractor `name` from a local checkpoint (or random weights when allowed)."
@@ -337,7 +194,7 @@ def load_extractor(name: str, weights: str | Path | None = None, allow_random_in
     spec = cls.make_spec(**overrides)
     path = find_weights(spec.checkpoint, weights, what=name)
     if path is None and not allow_random_init:
-        raise MissingWeightsError(_missing_message(spec.checkpoint, name, [weights_dir()/n for n in (spec.checkpoint.file, *spec.checkpoint.aliases)]))
+        raise MissingWeightsError(missing_weights_message(spec.checkpoint, name, looked_in(spec.checkpoint)))
     sd = state_dict_of(load_checkpoint(path)) if path is not None else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -349,10 +206,7 @@ def load_extractor(name: str, weights: str | Path | None = None, allow_random_in
         prov.update(weights="random-init", weights_file=None, seed=seed)
         get_logger("xattn.extractors").warning(f"{name}: random weights (allow_random_init=True); features are not meaningful")
     else:
-        digest = _digest(path)
-        known = spec.checkpoint.matches_digest(digest) if path.name == spec.checkpoint.file else None
-        if known is False: get_logger("xattn.extractors").warning(f"{name}: {path.name} sha256 {digest[:12]}... differs from the known digest of {spec.checkpoint.file}")
-        prov.update(weights=f"sha256:{digest}", weights_file=str(path), weights_layout=spec.checkpoint.layout, digest_known_match=known)
+        prov.update(checkpoint_provenance(spec.checkpoint, path, name))
         prov.update(cls.load_weights(model, sd, spec, str(path)) or {})
     return cls(spec, model, prov, device=device, precision=precision, channels_last=channels_last)
 
@@ -363,6 +217,8 @@ DINOV3_CKPT = CheckpointInfo(
            "the licence), or the timm export at https://huggingface.co/timm/vit_small_plus_patch16_dinov3.lvd1689m "
            "(model.safetensors, save it as vit_small_plus_patch16_dinov3.lvd1689m.safetensors)",
     sha256_prefix="4057cbaa", aliases=("vit_small_plus_patch16_dinov3.lvd1689m.safetensors",),
+    url="https://huggingface.co/timm/vit_small_plus_patch16_dinov3.lvd1689m/resolve/main/model.safetensors",
+    url_file="vit_small_plus_patch16_dinov3.lvd1689m.safetensors",
     note="torch-hub style name: the 8 hex digits are the start of the file's sha256 (checked only for that name)")
 
 def _dinov3_is_original(sd: dict) -> bool: return "storage_tokens" in sd
@@ -439,6 +295,7 @@ def dinov3_timm_to_original(sd: dict, n_blocks: int = 12, head_dim: int = 64) ->
 I3D_R50_CKPT = CheckpointInfo(
     file="I3D_8x8_R50.pyth", layout="pytorchvideo model_state",
     source="https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/I3D_8x8_R50.pyth (pytorchvideo model zoo, Kinetics-400)",
+    url="https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/I3D_8x8_R50.pyth",
     note="PySlowFast checkpoint dict {'model_state', 'epoch', 'optimizer_state', 'cfg'}; only model_state is read")
 
 def adapt_rgb_conv_to_flow(w: torch.Tensor, channels: int = 2) -> torch.Tensor:
@@ -509,40 +366,3 @@ def features_for_clips(extractor: Extractor, read, clips, batch_size: int = 64, 
     feats = per_frame_features(extractor, read(uniq), batch_size)
     if pool is None: return [feats[p] for p in pos]
     return torch.stack([feats[p].mean(0) for p in pos])
-
-# %% ../nbs/03_extractors.ipynb #280b7c0b
-def weights_table(verify: bool = False) -> list[dict]:
-    "One row per known checkpoint: id, file, layout, present, path, size, digest check (with `verify`), source."
-    _import_zoo()
-    rows = []
-    for key, info in sorted(WEIGHTS.items()):
-        path = find_weights(info)
-        row = dict(id=key, file=info.file, layout=info.layout, present=path is not None,
-                   path=str(path or weights_dir()/info.file), size_mb=round(path.stat().st_size / 2**20, 1) if path else None,
-                   source=info.source)
-        if verify and path is not None:
-            d = _digest(path)
-            row.update(sha256=d, digest_ok=info.matches_digest(d) if path.name == info.file else None)
-        rows.append(row)
-    return rows
-
-@cli_command("weights")
-def _weights_cli(argv: list[str]) -> int:
-    "List known checkpoints: present or missing in the weights directory, and where to get them."
-    import argparse
-    p = argparse.ArgumentParser(prog="xattn weights", description=_weights_cli.__doc__)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--verify", action="store_true", help="hash present files and compare with known digests")
-    p.add_argument("--missing", action="store_true", help="only list missing checkpoints")
-    a = p.parse_args(argv)
-    rows = [r for r in weights_table(a.verify) if not (a.missing and r["present"])]
-    if a.json: print(json.dumps(rows, indent=2)); return 0
-    print(f"weights directory: {weights_dir()}  (set XATTN_WEIGHTS to change it)")
-    for r in rows:
-        mark = "present" if r["present"] else "MISSING"
-        chk = {True: " sha256 ok", False: " SHA256 MISMATCH", None: ""}[r.get("digest_ok")] if a.verify and r["present"] else ""
-        print(f"  {mark:8} {r['id']:<22} {r['file']}{chk}")
-        if not r["present"]: print(f"           get it from: {r['source']}")
-    n = sum(r["present"] for r in rows)
-    print(f"{n} of {len(rows)} checkpoints present")
-    return 0

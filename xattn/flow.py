@@ -11,10 +11,13 @@ import cv2
 import torch
 import torch.nn.functional as F
 from .core import XattnError, get_device, get_logger, cache_dir, cli_command, IN_TEST
+from .weights import (CheckpointInfo, register_checkpoint, find_weights, looked_in, missing_weights_message, MissingWeightsError,
+                           load_checkpoint, state_dict_of, load_state_strict, file_digest)
 
 # %% auto #0
-__all__ = ['FLOW_METHODS', 'FlowError', 'FarnebackParams', 'DISParams', 'TVL1Params', 'flow_params', 'compute_flow', 'RAFTParams',
-           'load_raft', 'FlowCache', 'scale_flow_i3d', 'flow_to_rgb', 'FlowConfig', 'resize_short_side', 'video_flow']
+__all__ = ['FLOW_METHODS', 'RAFT_CKPTS', 'FlowError', 'FarnebackParams', 'DISParams', 'TVL1Params', 'flow_params', 'compute_flow',
+           'RAFTParams', 'load_raft', 'FlowCache', 'scale_flow_i3d', 'flow_to_rgb', 'FlowConfig', 'resize_short_side',
+           'video_flow']
 
 # %% ../nbs/02_flow.ipynb #df4a83d1
 class FlowError(XattnError):
@@ -105,6 +108,15 @@ def compute_flow(frames_u8: np.ndarray, method: str = "farneback", params=None, 
     if cache is not None: cache.put(key, flow)
     return flow
 
+# %% ../nbs/02_flow.ipynb #c29d6c1b
+RAFT_CKPTS = {
+    v: register_checkpoint(f"raft_{v}", CheckpointInfo(
+        f, "torchvision", f"https://download.pytorch.org/models/{f} (torchvision Raft_{v.title()}_Weights)",
+        sha256_prefix=f.rsplit("-", 1)[1].split(".")[0], aliases=tuple(alt), url=f"https://download.pytorch.org/models/{f}"))
+    for v, f, alt in [("small", "raft_small_C_T_V2-01064c6d.pth", ["raft_small_C_T_V1-ad48884c.pth"]),
+                      ("large", "raft_large_C_T_SKHT_V2-ff5fadd5.pth",
+                       ["raft_large_C_T_V2-1bb1363a.pth", "raft_large_C_T_SKHT_K_V2-b5c70766.pth", "raft_large_C_T_V1-22a6c225.pth"])]}
+
 # %% ../nbs/02_flow.ipynb #2e0ae704
 @dataclasses.dataclass
 class RAFTParams:
@@ -119,23 +131,20 @@ class RAFTParams:
 @functools.lru_cache(maxsize=4)
 def _raft_model(variant: str, path: str | None, device: str):
     from torchvision.models import optical_flow as of
-    from xattn.extractors import RAFT_CKPTS, load_checkpoint, state_dict_of, load_state_strict, _digest
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = getattr(of, f"raft_{variant}")(weights=None)
     if path is not None: load_state_strict(model, state_dict_of(load_checkpoint(path)), path, RAFT_CKPTS[variant].layout)
-    prov = {"weights": f"sha256:{_digest(Path(path))}" if path else "random-init", "weights_file": path}
+    prov = {"weights": f"sha256:{file_digest(path)}" if path else "random-init", "weights_file": path}
     return model.eval().requires_grad_(False).to(device), prov
 
 def load_raft(variant: str = "small", weights=None, allow_random_init: bool = False, device="auto"):
     "`(model, provenance)`: torchvision RAFT from a local checkpoint (cached per file and device)."
-    from xattn.extractors import RAFT_CKPTS, find_weights, MissingWeightsError, _missing_message
-    from xattn.core import weights_dir
     if variant not in RAFT_CKPTS: raise FlowError(f"RAFT variant {variant!r}: use 'small' or 'large'")
     info = RAFT_CKPTS[variant]
     path = find_weights(info, weights, what=f"raft_{variant}")
     if path is None and not allow_random_init:
-        raise MissingWeightsError(_missing_message(info, f"raft_{variant}", [weights_dir()/n for n in (info.file, *info.aliases)]))
+        raise MissingWeightsError(missing_weights_message(info, f"raft_{variant}", looked_in(info)))
     return _raft_model(variant, None if path is None else str(path), str(get_device(device)))
 
 # %% ../nbs/02_flow.ipynb #55547c52

