@@ -241,8 +241,16 @@ def _fetch_request(url: str, start: int, timeout: float):
 def download(url: str, dest: str | Path, sha256: str | None = None, sha256_prefix: str | None = None,
              timeout: float = 30.0, progress: bool = True) -> dict:
     "Stream `url` to `dest` through `dest.part` (resumed with HTTP Range), check its sha256, rename it into place atomically."
-    from tqdm.auto import tqdm
+    import fcntl
     dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
+    with dest.with_name(dest.name + ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)          # a second process fetching the same file waits, then finds it done
+        if dest.exists(): return dict(path=str(dest), bytes=dest.stat().st_size, sha256=file_digest(dest), resumed_from=0,
+                                      verified=None, already=True)
+        return _download_locked(url, dest, sha256, sha256_prefix, timeout, progress)
+
+def _download_locked(url, dest, sha256, sha256_prefix, timeout, progress) -> dict:
+    from tqdm.auto import tqdm
     part = dest.with_name(dest.name + ".part")
     start = part.stat().st_size if part.exists() else 0
     try: resp = _fetch_request(url, start, timeout)
@@ -270,7 +278,7 @@ def download(url: str, dest: str | Path, sha256: str | None = None, sha256_prefi
         raise WeightsFetchError(f"{url}: sha256 {digest[:16]}... does not match the known {(sha256 or sha256_prefix)[:16]}...; "
                                 "the download was deleted (a changed or corrupted file upstream?)")
     os.replace(part, dest)
-    return dict(path=str(dest), bytes=got, sha256=digest, resumed_from=resumed, verified=bool(sha256 or sha256_prefix))
+    return dict(path=str(dest), bytes=got, sha256=digest, resumed_from=resumed, verified=bool(sha256 or sha256_prefix), already=False)
 
 # %% ../nbs/00a_weights.ipynb #587ebac8
 def fetch_weights(name: str, mirror: str | None = None, force: bool = False, timeout: float = 30.0, progress: bool = True) -> dict:
