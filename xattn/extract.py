@@ -51,6 +51,7 @@ class ExtractConfig:
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16"})
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format for CNN extractors"})
     allow_random_init: bool = field(default=False, metadata={"help": "run extractors without weights (random init, recorded in the store)"})
+    random_init: tuple[str, ...] = field(default=(), metadata={"help": "only these extractors may run without weights (comma-separated)"})
     weights: dict = field(default_factory=dict, metadata={"help": "checkpoints: extractor=path,..."})
     overrides: dict = field(default_factory=dict, metadata={"help": "extractor settings: key=value or extractor.key=value"})
     out: Path = field(default=Path("features.h5"), metadata={"help": "store file (rank shards go beside it)"})
@@ -76,6 +77,11 @@ class ExtractConfig:
         self.weights, self.overrides, self.out = _kv(self.weights), _kv(self.overrides), Path(self.out)
         if "=" in str(self.dtype): self.dtype = _kv(self.dtype)
         if not self.extractors: raise XattnError("ExtractConfig: no extractors given (e.g. --extractors dinov3_vits16plus,i3d_r50)")
+        if isinstance(self.random_init, str): self.random_init = tuple(x for x in self.random_init.split(",") if x)
+        self.random_init = tuple(self.random_init)
+        if set(self.random_init) - set(self.extractors):
+            raise XattnError(f"ExtractConfig: random_init names {sorted(set(self.random_init) - set(self.extractors))}, "
+                             f"which are not among the extractors {list(self.extractors)}")
         if self.frames < 1 or self.batch_size < 1: raise XattnError(f"ExtractConfig: frames={self.frames} and batch_size={self.batch_size} must be >= 1")
 
     def overrides_for(self, name: str) -> dict:
@@ -234,7 +240,7 @@ def load_extractors(cfg: ExtractConfig) -> dict:
     from xattn.extractors import load_extractor
     out = {}
     for name in cfg.extractors:
-        out[name] = load_extractor(name, weights=cfg.weights.get(name), allow_random_init=cfg.allow_random_init,
+        out[name] = load_extractor(name, weights=cfg.weights.get(name), allow_random_init=cfg.allow_random_init or name in cfg.random_init,
                                    device=cfg.device, precision=cfg.precision, channels_last=cfg.channels_last, seed=cfg.seed,
                                    **cfg.overrides_for(name))
     return out

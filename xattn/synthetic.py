@@ -13,7 +13,8 @@ from .core import XattnError, get_logger, save_json, load_json, config_to_dict, 
 
 # %% auto #0
 __all__ = ['OBJECTS', 'MOTIONS', 'CONFIG_NAME', 'SyntheticConfig', 'synthetic_classes', 'object_sprite', 'background',
-           'trajectory', 'render_clip', 'write_mp4', 'make_synthetic_dataset', 'measure_track', 'synth_cli']
+           'trajectory', 'draw_sprite', 'render_clip', 'render_binding_clip', 'write_mp4', 'make_synthetic_dataset',
+           'measure_track', 'synth_cli']
 
 # %% ../nbs/01a_synthetic.ipynb #0ddd9c96
 OBJECTS = ("ball", "box", "star")
@@ -34,6 +35,7 @@ class SyntheticConfig:
     crf: int = field(default=0, metadata={"help": "x264 constant rate factor; 0 = lossless (decoded frames are exactly the rendered ones)"})
     n_corrupt: int = field(default=0, metadata={"help": "generated videos truncated on purpose"})
     n_missing: int = field(default=0, metadata={"help": "annotations added without a video"})
+    variant: str = field(default="single", metadata={"help": "'single' (one object performs the motion) or 'binding' (it moves in one half, another object stands still in the other)"})
 
     def __post_init__(self):
         bad = [o for o in self.objects if o not in OBJECTS] + [m for m in self.motions if m not in MOTIONS]
@@ -42,6 +44,9 @@ class SyntheticConfig:
         if self.frames < 2: raise XattnError(f"SyntheticConfig: frames={self.frames} must be >= 2 for motion to exist")
         if self.background not in ("texture", "flat"): raise XattnError(f"SyntheticConfig: background={self.background!r}: use 'texture' or 'flat'")
         if not 0 <= self.val_fraction < 1: raise XattnError(f"SyntheticConfig: val_fraction={self.val_fraction} must be in [0, 1)")
+        if self.variant not in ("single", "binding"): raise XattnError(f"SyntheticConfig: variant={self.variant!r}: use 'single' or 'binding'")
+        if self.variant == "binding" and (len(self.objects) < 2 or self.frames < 4):
+            raise XattnError(f"SyntheticConfig: the binding variant needs >= 2 objects and >= 4 frames (got {len(self.objects)}, {self.frames})")
 
 # %% ../nbs/01a_synthetic.ipynb #70d131fc
 def _template(obj: str, motion: str) -> str:
@@ -132,6 +137,20 @@ def trajectory(motion: str, rng: np.random.Generator, frames: int, size: int) ->
     return dict(x=x, y=y, d=d, angle=angle)
 
 # %% ../nbs/01a_synthetic.ipynb #2635f3e2
+def draw_sprite(sprite: np.ndarray, tr: dict, bg: np.ndarray) -> np.ndarray:
+    "Frames `[T, size, size, 3]`: RGBA float `sprite` warped along trajectory `tr` (x, y, d, angle per frame) onto `bg`."
+    size, T = bg.shape[0], len(tr["x"])
+    out = np.empty((T, size, size, 3), np.uint8)
+    c = _SPRITE / 2
+    for f in range(T):
+        scale = tr["d"][f] / 120.0   # the sprite's objects are ~120 px across
+        M = cv2.getRotationMatrix2D((c, c), float(tr["angle"][f]), float(scale))
+        M[:, 2] += (tr["x"][f] - c, tr["y"][f] - c)
+        w = cv2.warpAffine(sprite, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        alpha = w[..., 3:] / 255.0
+        out[f] = np.clip(bg * (1 - alpha) + w[..., :3] * alpha, 0, 255).round().astype(np.uint8)
+    return out
+
 def render_clip(obj: str, motion: str, rng: np.random.Generator, frames: int = 16, size: int = 112,
                 background_kind: str = "texture") -> tuple[np.ndarray, dict]:
     "Render one clip: uint8 `[frames, size, size, 3]` RGB and its trajectory (plus the colour shade)."
@@ -139,16 +158,23 @@ def render_clip(obj: str, motion: str, rng: np.random.Generator, frames: int = 1
     shade = (float(rng.uniform(-12, 12)), float(rng.uniform(0.8, 1.1)))
     sprite = object_sprite(obj, shade).astype(np.float32)
     tr = trajectory(motion, rng, frames, size)
-    out = np.empty((frames, size, size, 3), np.uint8)
-    c = _SPRITE / 2
-    for f in range(frames):
-        scale = tr["d"][f] / 120.0   # the sprite's objects are ~120 px across
-        M = cv2.getRotationMatrix2D((c, c), float(tr["angle"][f]), float(scale))
-        M[:, 2] += (tr["x"][f] - c, tr["y"][f] - c)
-        w = cv2.warpAffine(sprite, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        alpha = w[..., 3:] / 255.0
-        out[f] = np.clip(bg * (1 - alpha) + w[..., :3] * alpha, 0, 255).round().astype(np.uint8)
-    return out, {**tr, "shade": shade}
+    return draw_sprite(sprite, tr, bg), {**tr, "shade": shade}
+
+# %% ../nbs/01a_synthetic.ipynb #df042e8c
+def render_binding_clip(obj: str, motion: str, rng: np.random.Generator, objects=OBJECTS, frames: int = 16, size: int = 112,
+                        background_kind: str = "texture") -> tuple[np.ndarray, dict]:
+    "Binding variant: `obj` performs `motion` in one half of the clip, another of `objects` stands still in the other half."
+    bg = background(rng, size, background_kind)
+    distractor = str(rng.choice([o for o in objects if o != obj]))
+    moving_first = bool(rng.random() < 0.5)
+    n_move = frames // 2 if moving_first else frames - frames // 2
+    shade = (float(rng.uniform(-12, 12)), float(rng.uniform(0.8, 1.1)))
+    moving = draw_sprite(object_sprite(obj, shade).astype(np.float32), trajectory(motion, rng, n_move, size), bg)
+    still_tr = {k: np.repeat(v[:1], frames - n_move) for k, v in trajectory("left to right", rng, 2, size).items()}
+    dshade = (float(rng.uniform(-12, 12)), float(rng.uniform(0.8, 1.1)))
+    still = draw_sprite(object_sprite(distractor, dshade).astype(np.float32), still_tr, bg)
+    clip = np.concatenate([moving, still] if moving_first else [still, moving])
+    return clip, dict(distractor=distractor, moving_half=0 if moving_first else 1, shade=shade)
 
 # %% ../nbs/01a_synthetic.ipynb #a49dfcb3
 def write_mp4(frames: np.ndarray, path, fps: float = 12.0, crf: int = 0) -> Path:
@@ -207,7 +233,9 @@ def make_synthetic_dataset(root, cfg: SyntheticConfig = SyntheticConfig(), overw
     rows = _plan(cfg)
     for r in tqdm(rows, desc="synthetic clips", disable=not progress, leave=False):
         rng = np.random.default_rng([cfg.seed, 0, r["cls"]["id"], r["k"]])
-        frames, _ = render_clip(r["cls"]["object"], r["cls"]["motion"], rng, cfg.frames, cfg.size, cfg.background)
+        if cfg.variant == "binding":
+            frames, _ = render_binding_clip(r["cls"]["object"], r["cls"]["motion"], rng, cfg.objects, cfg.frames, cfg.size, cfg.background)
+        else: frames, _ = render_clip(r["cls"]["object"], r["cls"]["motion"], rng, cfg.frames, cfg.size, cfg.background)
         write_mp4(frames, root/"videos"/f"{r['id']}.mp4", cfg.fps, cfg.crf)
     # Bad inputs on purpose: truncated files (kept in their split) and annotations without a video.
     bad_rng = np.random.default_rng([cfg.seed, 3])

@@ -66,13 +66,19 @@ def write_toy_dataset(root, val_fraction: float = 0.25, **kw) -> Path:
 # %% ../nbs/06_train.ipynb #fd6aecf4
 SEMANTIC_TOKENS = ("cls", "mean", "cls+mean", "grid", "all")
 MOTION_TOKENS = ("all", "mean")
+_DINO_NAMES = ("cls", "patch_mean")
 
-def semantic_sequence(rows: np.ndarray, token: str = "cls") -> np.ndarray:
-    "Per-frame rows `[F, tokens, D]` -> a token sequence `[T, D']` according to `token`."
+def semantic_sequence(rows: np.ndarray, token: str = "cls", token_names=None) -> np.ndarray:
+    "Per-frame rows `[F, tokens, D]` -> a token sequence `[T, D']` according to `token` (tokens found by name)."
+    names = list(token_names) if token_names is not None else [*_DINO_NAMES, *[f"grid_{i}" for i in range(rows.shape[1] - 2)]][:rows.shape[1]]
+    mean = names.index("patch_mean") if "patch_mean" in names else 0
     if token == "cls": return rows[:, 0]
-    if token == "mean": return rows[:, 1] if rows.shape[1] > 1 else rows[:, 0]
-    if token == "cls+mean": return np.concatenate([rows[:, 0], rows[:, 1]], -1)
-    if token == "grid": return rows[:, 2:].reshape(-1, rows.shape[-1])
+    if token == "mean": return rows[:, mean]
+    if token == "cls+mean": return np.concatenate([rows[:, 0], rows[:, mean]], -1)
+    if token == "grid":
+        idx = [k for k, n in enumerate(names) if n.startswith("grid_")]
+        if not idx: raise XattnError(f"semantic_token='grid': the extractor stored no grid tokens (tokens: {names}); extract with grid > 0")
+        return rows[:, idx].reshape(-1, rows.shape[-1])
     if token == "all": return rows.reshape(-1, rows.shape[-1])
     raise XattnError(f"semantic_token={token!r}: use one of {SEMANTIC_TOKENS}")
 
@@ -113,6 +119,7 @@ class FeatureDataset(Dataset):
                 why = failed.get(r.id, {}).get("reason") or (r.status if r.status != "ok" else "")
                 self.skipped.append((r.id, f"not in store: {', '.join(miss)}" + (f" ({why})" if why else ""))); continue
             self.records.append(r)
+        self.semantic_names = (st.provenance(semantic) if hasattr(st, "provenance") else {}).get("token_names")
         self.items = [(i, None) for i in range(len(self.records))]
         if views == "clip": self.items = [(i, c) for i, r in enumerate(self.records) for c in range(len(st.get(motion, r.id)))]
         if self.skipped: get_logger("xattn.train").warning(f"FeatureDataset: {len(self.skipped)} of {len(records)} videos skipped "
@@ -144,7 +151,7 @@ class FeatureDataset(Dataset):
         ri, clip = self.items[i]; r = self.records[ri]
         srows, mrows = np.asarray(self.store.get(self.semantic, r.id)), np.asarray(self.store.get(self.motion, r.id))
         if clip is not None: srows, mrows = srows[self._frames_in_clip(r.id, clip)], mrows[clip:clip + 1]
-        sem = torch.from_numpy(np.ascontiguousarray(semantic_sequence(srows, self.semantic_token), dtype=np.float32))
+        sem = torch.from_numpy(np.ascontiguousarray(semantic_sequence(srows, self.semantic_token, self.semantic_names), dtype=np.float32))
         mot = torch.from_numpy(np.ascontiguousarray(motion_sequence(mrows, self.motion_token), dtype=np.float32))
         return dict(sem=sem, mot=mot, label=int(r.label), id=r.id, view=0 if clip is None else clip)
 
