@@ -33,6 +33,8 @@ def test_demo_cli_prints_run_dir_and_top1(demo_run):
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"run directory: {rd}" in r.stdout
     assert "cross_attention top-1" in r.stdout and "single streams: semantic" in r.stdout
+    assert "semantic stream: efficientnet_lite0, weights sha256:5793442" in r.stdout       # pretrained, from its pip package
+    assert "motion stream: i3d_r50_flow, weights random-init" in r.stdout
 
 
 def test_demo_run_directory_holds_everything(demo_run):
@@ -54,12 +56,16 @@ def test_demo_run_directory_holds_everything(demo_run):
     assert n_classes == 12 and len(m["models"]["cross_attention"]["per_class"]) == n_classes
 
 
-def test_demo_records_random_init_provenance(demo_run):
+def test_demo_records_each_streams_weights(demo_run):
+    "Without a DINOv3 checkpoint the semantic stream is the pretrained EfficientNet-Lite0; only the motion stream is random-init."
     _, rd = demo_run
     m = json.loads((rd / "metrics.json").read_text())
     prov = m["features"]["provenance"]
-    assert set(prov) == {"dinov3_vits16plus", "i3d_r50_flow"}
-    assert all(p["weights"] == "random-init" for p in prov.values())
+    assert set(prov) == {"efficientnet_lite0", "i3d_r50_flow"}
+    assert prov["efficientnet_lite0"]["weights"].startswith("sha256:5793442") and prov["efficientnet_lite0"]["digest_known_match"] is True
+    assert prov["i3d_r50_flow"]["weights"] == "random-init"
+    assert m["weights"]["semantic"]["extractor"] == "efficientnet_lite0" and m["weights"]["motion"]["weights"] == "random-init"
+    assert json.loads((rd / "config.json").read_text())["semantic"] == "efficientnet_lite0"   # the resolved name, not "auto"
 
 
 def test_demo_reports_bad_videos_by_name(demo_run):
@@ -81,11 +87,18 @@ def test_demo_relative_run_dir_lands_where_asked(tmp_path):
 
 
 def test_demo_without_weights_is_a_clear_error(tmp_path):
-    r = _run([str(BIN / "xattn"), "demo", "--tiny", "--no-allow-random-init", "--engine", "python",
-              "--run-dir", str(tmp_path / "r")], tmp_path)
+    r = _run([str(BIN / "xattn"), "demo", "--tiny", "--semantic", "dinov3_vits16plus", "--allow-random-init", "none",
+              "--engine", "python", "--run-dir", str(tmp_path / "r")], tmp_path)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     assert "dinov3_vits16plus" in r.stderr and "allow" in r.stderr
+
+
+def test_demo_motion_stream_needs_weights_when_not_allowed(tmp_path):
+    r = _run([str(BIN / "xattn"), "demo", "--tiny", "--allow-random-init", "none", "--engine", "python",
+              "--run-dir", str(tmp_path / "r")], tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "I3D_8x8_R50.pyth" in r.stderr and "xattn weights fetch i3d_r50_flow" in r.stderr
 
 
 def test_papermill_runs_the_notebook_directly(tmp_path):
