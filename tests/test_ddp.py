@@ -9,7 +9,8 @@ JOB = textwrap.dedent("""
     import sys, json, torch
     from pathlib import Path
     from xattn.core import seed_everything
-    from xattn.train import write_toy_store, FeatureDataset, TrainConfig, train, TOY_SEMANTIC as S, TOY_MOTION as M
+    from xattn.features import write_toy_store, FeatureDataset, TOY_SEMANTIC as S, TOY_MOTION as M
+    from xattn.train import TrainConfig, train
     from xattn.model import FusionConfig, build_model
     run_dir, batch, stop, dropout = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
     from xattn.data import load_ssv2
@@ -58,7 +59,7 @@ def _single(script, run_dir, batch, dropout=0.0):
 
 @pytest.fixture
 def script(tmp_path):
-    from xattn.train import write_toy_dataset
+    from xattn.features import write_toy_dataset
     root = write_toy_dataset(tmp_path/"toy", val_fraction=20 / 60, n_videos=60, noise=0.8, seed=3)
     p = tmp_path/"job.py"; p.write_text(JOB.replace("sys.argv[-1]", repr(str(root)))); return p
 

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 JOB = textwrap.dedent("""
     import sys, json
     from pathlib import Path
-    from xattn.train import write_toy_store, FeatureDataset, TrainConfig, train, TOY_SEMANTIC as S, TOY_MOTION as M
+    from xattn.features import write_toy_store, FeatureDataset, TOY_SEMANTIC as S, TOY_MOTION as M
+    from xattn.train import TrainConfig, train
     from xattn.model import FusionConfig, build_model
     from xattn.core import seed_everything
     run_dir, stop, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -30,7 +31,7 @@ JOB = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def toy_root(tmp_path_factory):
-    from xattn.train import write_toy_dataset
+    from xattn.features import write_toy_dataset
     return write_toy_dataset(tmp_path_factory.mktemp("toy"), val_fraction=16 / 60, n_videos=60, noise=0.8, seed=3)
 
 
@@ -78,7 +79,8 @@ def test_resume_with_dataloader_workers(toy_root, tmp_path):
 
 
 def test_early_stopping_and_best_checkpoint(tmp_path):
-    from xattn.train import write_toy_store, FeatureDataset, TrainConfig, train, TOY_SEMANTIC as S, TOY_MOTION as M, load_checkpoint
+    from xattn.features import write_toy_store, FeatureDataset, TOY_SEMANTIC as S, TOY_MOTION as M, read_checkpoint as load_checkpoint
+    from xattn.train import TrainConfig, train
     from xattn.model import FusionConfig, build_model
     st, recs = write_toy_store(tmp_path/"toy.h5", n_videos=36, noise=3.0, seed=0)   # nearly unlearnable: val top-1 plateaus
     tr, va = FeatureDataset(st, recs[:24], S, M), FeatureDataset(st, recs[24:], S, M)
@@ -95,7 +97,8 @@ def test_early_stopping_and_best_checkpoint(tmp_path):
 
 
 def test_lr_schedule_warmup_then_cosine(tmp_path):
-    from xattn.train import write_toy_store, FeatureDataset, TrainConfig, train, TOY_SEMANTIC as S, TOY_MOTION as M
+    from xattn.features import write_toy_store, FeatureDataset, TOY_SEMANTIC as S, TOY_MOTION as M
+    from xattn.train import TrainConfig, train
     from xattn.model import FusionConfig, build_model
     st, recs = write_toy_store(tmp_path/"toy.h5", n_videos=16)
     ds = FeatureDataset(st, recs, S, M)
@@ -110,7 +113,8 @@ def test_lr_schedule_warmup_then_cosine(tmp_path):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_on_cpu(tmp_path, precision):
     "bf16 / fp16 autocast also run on the CPU (fp16 with a gradient scaler whose state is checkpointed)."
-    from xattn.train import write_toy_store, FeatureDataset, TrainConfig, train, load_checkpoint, TOY_SEMANTIC as S, TOY_MOTION as M
+    from xattn.features import write_toy_store, FeatureDataset, read_checkpoint as load_checkpoint, TOY_SEMANTIC as S, TOY_MOTION as M
+    from xattn.train import TrainConfig, train
     from xattn.model import FusionConfig, build_model
     st, recs = write_toy_store(tmp_path/"toy.h5", n_videos=24)
     ds = FeatureDataset(st, recs, S, M)

@@ -217,7 +217,7 @@ def synthetic_benchmark(out=None, seeds=(0, 1, 2), kinds=("cross_attention", "co
 
 def synthetic_probes(store, dataset_root, **data) -> dict:
     "Linear-probe accuracy of each stream for the class, the object and the motion of the synthetic dataset (`xattn.evaluate.linear_probe`)."
-    from xattn.train import DataConfig, FeatureDataset, load_split
+    from xattn.features import DataConfig, FeatureDataset, load_split
     from xattn.evaluate import linear_probe
     dc = DataConfig(store=store, dataset_root=dataset_root, **data)
     classes = load_json(Path(dataset_root)/"synthetic_config.json")["classes"]

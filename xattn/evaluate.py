@@ -12,11 +12,12 @@ from tqdm.auto import tqdm
 from sklearn.metrics import confusion_matrix, top_k_accuracy_score
 from sklearn.calibration import calibration_curve
 from .core import XattnError, get_device, get_logger, autocast_dtype, cli_command
+from .features import collate_features, forward_batch
 
 # %% auto #0
 __all__ = ['topk_accuracy', 'per_class_accuracy', 'reliability', 'expected_calibration_error', 'average_views', 'predict',
-           'metrics_from_probs', 'evaluate', 'summary_metrics', 'plot_confusion', 'plot_reliability', 'stream_matrix',
-           'linear_probe', 'evaluate_cli']
+           'metrics_from_probs', 'evaluate', 'summary_metrics', 'plot_confusion', 'plot_reliability',
+           'write_evaluation', 'stream_matrix', 'linear_probe', 'evaluate_cli']
 
 # %% ../nbs/07_eval.ipynb #e8724f82
 def topk_accuracy(probs: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
@@ -64,14 +65,13 @@ def average_views(probs: np.ndarray, labels: np.ndarray, ids: list[str]):
 def predict(model, ds, batch_size: int = 64, device="auto", num_workers: int = 0, precision: str = "auto", progress: bool = True) -> dict:
     "Per-view logits, labels, ids and views of `model` over the `FeatureDataset` `ds`."
     from torch.utils.data import DataLoader
-    from xattn.train import collate_features, _forward
     device = get_device(device); amp = autocast_dtype(device, precision)
     model = model.to(device).eval()
     out = dict(logits=[], labels=[], ids=[], views=[])
     dl = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_features, num_workers=num_workers)
     for b in tqdm(dl, desc="evaluate", disable=not progress, leave=False):
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            out["logits"].append(_forward(model, b, device).float().cpu())
+            out["logits"].append(forward_batch(model, b, device).float().cpu())
         out["labels"].append(b["label"]); out["ids"] += b["id"]; out["views"] += b["view"]
     out["logits"] = torch.cat(out["logits"]).numpy() if out["logits"] else np.zeros((0, 0), np.float32)
     out["labels"] = torch.cat(out["labels"]).numpy() if out["labels"] else np.zeros(0, int)
@@ -144,6 +144,21 @@ def plot_reliability(rel: dict, ece: float | None = None, ax=None):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/07_eval.ipynb #ed8fa296
+def write_evaluation(res: dict, out_dir, class_names=None, figures_dir=None, **extra) -> dict:
+    "Write `metrics.json` (summary of `res` plus `extra`), `predictions.npz` and the confusion/reliability PNGs; returns the metrics."
+    import matplotlib.pyplot as plt
+    from xattn.core import save_json
+    out_dir = Path(out_dir); fig_dir = Path(figures_dir) if figures_dir is not None else out_dir
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    metrics = dict(**summary_metrics(res), **({"class_names": list(class_names)} if class_names is not None else {}), **extra)
+    save_json(metrics, out_dir/"metrics.json")
+    np.savez_compressed(out_dir/"predictions.npz", probs=res["probs"], labels=res["labels"], ids=np.array(res["ids"]))
+    for fname, fig in (("confusion.png", plot_confusion(res["confusion"], class_names)),
+                       ("reliability.png", plot_reliability(res["reliability"], res["ece"]))):
+        fig.savefig(fig_dir/fname, dpi=110, bbox_inches="tight"); plt.close(fig)
+    return metrics
+
 # %% ../nbs/07_eval.ipynb #0762e642
 def stream_matrix(ds, stream: str = "sem", length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     "`(X [N, T*D], labels [N])`: one stream of a `FeatureDataset`, every item cut to `length` tokens (default: the shortest)."
@@ -167,8 +182,8 @@ def linear_probe(train_ds, val_ds, stream: str = "sem", target=None, C: float = 
 def evaluate_cli(argv: list[str]) -> int:
     "Evaluate a checkpoint on a split of stored features: top-1/top-5, per-class, ECE, figures."
     import json
-    from xattn.core import parse_config_args, config_to_dict, load_json, save_json
-    from xattn.train import DataConfig, FeatureDataset, load_split, model_from_checkpoint
+    from xattn.core import parse_config_args, config_to_dict, load_json
+    from xattn.features import DataConfig, FeatureDataset, load_split, model_from_checkpoint
     def extra(p):
         p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint written by `xattn train` (best.pt or last.pt)")
         p.add_argument("--out", type=Path, default=None, help="folder for metrics.json, predictions.npz and figures")
@@ -186,11 +201,6 @@ def evaluate_cli(argv: list[str]) -> int:
     res = evaluate(model, ds, batch_size=ns.batch_size, device=ns.device, progress=False)
     summary = summary_metrics(res)
     if ns.out is not None:
-        ns.out.mkdir(parents=True, exist_ok=True)
-        save_json(dict(**summary, checkpoint=str(ns.checkpoint), data=config_to_dict(cfg), skipped=res["skipped"]), ns.out/"metrics.json")
-        np.savez_compressed(ns.out/"predictions.npz", probs=res["probs"], labels=res["labels"], ids=np.array(res["ids"]))
-        import matplotlib.pyplot as plt
-        for fname, fig in (("confusion.png", plot_confusion(res["confusion"], names)), ("reliability.png", plot_reliability(res["reliability"], res["ece"]))):
-            fig.savefig(ns.out/fname, dpi=110); plt.close(fig)
+        write_evaluation(res, ns.out, names, checkpoint=str(ns.checkpoint), data=config_to_dict(cfg), skipped=res["skipped"])
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class"}))
     return 0

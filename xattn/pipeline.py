@@ -14,14 +14,14 @@ from .core import (XattnError, IN_TEST, cache_dir, cli_command, config_from_dict
 from .data import load_ssv2
 from .synthetic import SyntheticConfig, make_synthetic_dataset
 from .extract import ExtractConfig, extract_features
-from .model import FusionConfig, build_model, count_parameters
-from .train import FeatureDataset, TrainConfig, holdout_split, train
-from .evaluate import evaluate, plot_confusion
+from .model import FusionConfig
+from .features import FeatureDataset, holdout_split, model_from_checkpoint
+from .train import TrainConfig, fit_and_evaluate
 
 # %% auto #0
 __all__ = ['SEMANTIC_SIZE', 'TINY', 'default_semantic', 'PipelineConfig', 'pipeline_config', 'dataset_root', 'extract_config',
-           'features_path', 'prepare_data', 'extract_stage', 'datasets', 'fit_model', 'stream_weights', 'run_pipeline',
-           'load_run', 'run_notebook', 'demo_cli']
+           'features_path', 'prepare_data', 'extract_stage', 'datasets', 'stream_weights', 'run_pipeline', 'load_run',
+           'run_notebook', 'demo_cli']
 
 # %% ../nbs/09_pipeline.ipynb #c03eadba
 def _demo_data() -> SyntheticConfig: return SyntheticConfig(n_per_class=24, frames=16, size=112, n_corrupt=1, n_missing=1)
@@ -129,17 +129,6 @@ def datasets(cfg: PipelineConfig, data: dict, store) -> dict:
                                      class_names=data["class_names"])
     return {k: mk(data[k]) for k in ("train", "selection", "validation")}
 
-def fit_model(cfg: PipelineConfig, kind: str, ds: dict, n_classes: int, out: Path) -> tuple[torch.nn.Module, dict]:
-    "Train the `kind` model of `cfg` on `ds['train']`, picking the best epoch on `ds['selection']`; returns `(best model, history)`."
-    seed_everything(cfg.seed)
-    d_sem, d_mot = ds["train"].dims
-    model = build_model(dataclasses.replace(cfg.fusion, kind=kind, n_classes=n_classes), d_sem, d_mot)
-    tcfg = dataclasses.replace(cfg.train, seed=cfg.seed, device=cfg.device)
-    hist = train(model, ds["train"], ds["selection"], tcfg, out)
-    best = Path(out)/"checkpoints"/"best.pt"
-    if best.exists(): model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["model"])
-    return model, hist
-
 # %% ../nbs/09_pipeline.ipynb #894ab7aa
 def stream_weights(cfg: PipelineConfig, provenance: dict) -> dict:
     "Per stream: the extractor, its weights (`sha256:...` or `random-init`) and the file they came from."
@@ -159,17 +148,15 @@ def run_pipeline(cfg: PipelineConfig, run_dir: str | Path | None = None, data: d
     timing = dict(data_s=data["seconds"], extract_s=ext["seconds"])
     ds = datasets(cfg, data, ext["store"])
     n_classes, results = len(data["class_names"]), {}
+    tcfg = dataclasses.replace(cfg.train, seed=cfg.seed, device=cfg.device)
     for kind in (cfg.fusion.kind, *[b for b in cfg.baselines if b != cfg.fusion.kind]):
-        t = time.perf_counter()
-        model, hist = fit_model(cfg, kind, ds, n_classes, rd/"models"/kind)
-        m = evaluate(model, ds["validation"], device=cfg.device, progress=False)
-        results[kind] = dict(_summary(m), params=count_parameters(model)["trainable"],
-                             best_epoch=hist.get("best", {}).get("epoch"), train_s=time.perf_counter() - t)
+        t, out = time.perf_counter(), rd/"models"/kind
+        m = fit_and_evaluate(dataclasses.replace(cfg.fusion, kind=kind, n_classes=n_classes), ds["train"], ds["selection"],
+                             ds["validation"], tcfg, out)["metrics"]
+        results[kind] = dict(_summary(m), params=m["parameters"]["trainable"], best_epoch=m["best_epoch"], train_s=time.perf_counter() - t)
         if kind == cfg.fusion.kind:
-            fig = plot_confusion(m["confusion"], data["class_names"])
-            fig.savefig(rd/"figures"/"confusion.png", dpi=110, bbox_inches="tight")
-            import matplotlib.pyplot as plt; plt.close(fig)
-            shutil.copy(rd/"models"/kind/"checkpoints"/"best.pt", rd/"checkpoints"/"model.pt")
+            shutil.copy(out/"figures"/"confusion.png", rd/"figures"/"confusion.png")
+            shutil.copy(out/"checkpoints"/"best.pt", rd/"checkpoints"/"model.pt")
         log.info(f"{kind}: top-1 {m['top1']:.3f} top-5 {m['top5']:.3f} ({results[kind]['params']:,} params)")
     from xattn.store import FeatureStore
     st = FeatureStore(ext["store"])
@@ -192,7 +179,6 @@ def run_pipeline(cfg: PipelineConfig, run_dir: str | Path | None = None, data: d
 # %% ../nbs/09_pipeline.ipynb #62b895dc
 def load_run(run_dir: str | Path) -> dict:
     "Reopen a finished run: its config, metrics, data, feature datasets and main model."
-    from xattn.train import model_from_checkpoint
     rd = Path(run_dir)
     if not (rd/"metrics.json").exists(): raise XattnError(f"{rd}: no metrics.json (is this a finished xattn run directory?)")
     cfg, m = config_from_dict(PipelineConfig, load_json(rd/"config.json")), load_json(rd/"metrics.json")

@@ -77,7 +77,7 @@ def attention_explorer(model, ds, max_videos: int = 200):
 @torch.no_grad()
 def embeddings(model, ds, batch_size: int = 64) -> dict:
     "`dict(fused [N,D], semantic [N,Ds], motion [N,Dm], labels [N], ids)` for the items of `ds`."
-    from xattn.train import collate_features
+    from xattn.features import collate_features
     model = model.eval(); p = next(model.parameters())
     head = getattr(model, "head", None)
     caught = []
