@@ -4,11 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from xattn.core import repo_root
-from xattn.data import load_ssv2, probe_video, read_frames, iter_frames, sample_uniform, VideoDecodeError, _sources_table
+from xattn.data import load_ssv2, probe_video, read_frames, iter_frames, sample_uniform, VideoDecodeError, read_markdown_table
 
 SHARED = repo_root().parent/"shared"/"data"
 CLIPS, SSV2 = SHARED/"videos", SHARED/"ssv2"
-TRUTH = _sources_table(CLIPS/"SOURCES.md")
+TRUTH = read_markdown_table(CLIPS/"SOURCES.md")
 
 
 def _fps(s): n, d = s.split()[0].split("/"); return int(n) / int(d)

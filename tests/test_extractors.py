@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from xattn.extractors import (load_extractor, list_extractors, get_spec, MissingWeightsError, UnsafeCheckpointError,
+from xattn.zoo import load_extractor, list_extractors, get_spec
+from xattn.extractors import (MissingWeightsError, UnsafeCheckpointError,
                               CheckpointLayoutError, random_state_dict, features_for_clips, weights_table)
 
 warnings.filterwarnings("ignore", category=FutureWarning)

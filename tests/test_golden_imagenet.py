@@ -54,7 +54,7 @@ def golden_mismatches(predicted: dict, golden: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def lite():
-    from xattn.extractors import load_extractor
+    from xattn.zoo import load_extractor
     return load_extractor("efficientnet_lite0", device="cpu")
 
 
@@ -90,7 +90,7 @@ SABOTAGE = {
 @pytest.mark.parametrize("what", list(SABOTAGE))
 def test_golden_catches_a_broken_pipeline(what, golden, monkeypatch):
     import dataclasses
-    from xattn.extractors import load_extractor
+    from xattn.zoo import load_extractor
     break_it, overrides, tf = SABOTAGE[what]
     break_it(monkeypatch)
     ext = load_extractor("efficientnet_lite0", device="cpu", **overrides)
@@ -103,7 +103,7 @@ def test_golden_catches_a_broken_pipeline(what, golden, monkeypatch):
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
-    from xattn.extractors import load_extractor
+    from xattn.zoo import load_extractor
     e = load_extractor("efficientnet_lite0", device="cpu")
     GOLDEN.write_text(json.dumps(dict(
         extractor="efficientnet_lite0", weights=e.provenance["weights"], preprocessing=dict(

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from xattn.extractors import load_extractor, load_state_strict, CheckpointLayoutError
+from xattn.zoo import load_extractor
+from xattn.extractors import load_state_strict, CheckpointLayoutError
 from xattn.inception_i3d import InceptionI3d, INCEPTION_I3D_ENDPOINTS
 
 PARITY = Path(__file__).resolve().parents[1].parent / "shared" / "parity"

@@ -13,7 +13,8 @@ import torch
 __all__ = ['IN_TEST', 'CLI_COMMANDS', 'XattnError', 'get_device', 'autocast_dtype', 'seed_everything', 'get_logger',
            'to_jsonable', 'save_json', 'load_json', 'config_from_dict', 'config_to_dict', 'sha256_file', 'cache_dir',
            'weights_dir', 'runs_root', 'shard_env', 'local_rank', 'cuda_index', 'environment_info', 'make_run_dir',
-           'repo_root', 'notebook_path', 'cli_command', 'parse_config_args', 'json_command', 'peak_rss_mb']
+           'repo_root', 'notebook_path', 'cli_command', 'nest_dotted', 'merge_dicts', 'parse_config_args',
+           'json_command', 'peak_rss_mb']
 
 # %% ../nbs/00_core.ipynb #9321d601
 IN_TEST = os.environ.get("IN_TEST", "") not in ("", "0", "false", "False")
@@ -250,7 +251,7 @@ def _add_config_flags(p, cls, base: dict, prefix: str = ""):
         else: p.add_argument(flag, dest=dest, type=_flag_parser(tp), default=None, metavar=f.name.upper(),
                              help=hlp if "default" in hlp else f"{hlp} (default: {base.get(f.name)})".strip())
 
-def _nest(flat: dict) -> dict:
+def nest_dotted(flat: dict) -> dict:
     "`{'a.b': 1}` -> `{'a': {'b': 1}}`."
     out = {}
     for k, v in flat.items():
@@ -259,10 +260,10 @@ def _nest(flat: dict) -> dict:
         d[leaf] = v
     return out
 
-def _merge(a: dict, b: dict) -> dict:
+def merge_dicts(a: dict, b: dict) -> dict:
     "Recursive dict merge, `b` wins."
     out = dict(a)
-    for k, v in b.items(): out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    for k, v in b.items(): out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 def parse_config_args(cls, argv: list[str] | None = None, prog: str | None = None, description: str | None = None,
@@ -270,11 +271,11 @@ def parse_config_args(cls, argv: list[str] | None = None, prog: str | None = Non
     "Parse `argv` into dataclass `cls` (one flag per field, `--outer.inner` for nested configs); `extra(parser)` may add non-config flags. Returns `(cfg, namespace)`."
     import argparse
     p = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").strip())
-    _add_config_flags(p, cls, _merge(config_to_dict(cls()), defaults or {}))
+    _add_config_flags(p, cls, merge_dicts(config_to_dict(cls()), defaults or {}))
     if extra is not None: extra(p)
     ns = p.parse_args(argv)
-    given = _nest({k[4:]: v for k, v in vars(ns).items() if k.startswith("cfg:") and v is not None})
-    return config_from_dict(cls, _merge(defaults or {}, given)), ns
+    given = nest_dotted({k[4:]: v for k, v in vars(ns).items() if k.startswith("cfg:") and v is not None})
+    return config_from_dict(cls, merge_dicts(defaults or {}, given)), ns
 
 # %% ../nbs/00_core.ipynb #304e7a82
 def json_command(name: str, cls, fn: typing.Callable, doc: str | None = None):

@@ -14,10 +14,10 @@ from .core import XattnError, get_logger, repo_root, cache_dir
 # %% auto #0
 __all__ = ['VIDEO_EXTS', 'IMAGE_EXTS', 'FRAME_FOLDER_FPS', 'DECORD_THREADS', 'SHORT_POLICIES', 'CHUNK_LAST_POLICIES', 'VideoMeta',
            'VideoRecord', 'check_unique_ids', 'VideoDecodeError', 'load_ssv2', 'load_class_folders', 'list_frame_files',
-           'load_frame_folders', 'load_video_list', 'probe_video', 'ProbeCache', 'probe_cached', 'probe_records',
-           'read_frames', 'iter_frames', 'count_frames', 'ShortVideoError', 'Clip', 'short_indices', 'sample_uniform',
-           'sample_fixed_duration', 'sample_chunks', 'sample_multiscale', 'unique_frames', 'SamplerConfig',
-           'sample_clips']
+           'load_frame_folders', 'load_video_list', 'probe_video', 'read_markdown_table', 'ProbeCache', 'probe_cached',
+           'probe_records', 'read_frames', 'iter_frames', 'count_frames', 'ShortVideoError', 'Clip', 'short_indices',
+           'sample_uniform', 'sample_fixed_duration', 'sample_chunks', 'sample_multiscale', 'unique_frames',
+           'SamplerConfig', 'sample_clips']
 
 # %% ../nbs/01_data.ipynb #b38dd529
 @dataclass
@@ -356,7 +356,7 @@ def probe_video(path, backend: str = "auto", deep: bool = False, fps: float | No
     return _probe_pyav(path, deep)
 
 # %% ../nbs/01_data.ipynb #37a0a46f
-def _sources_table(path) -> dict[str, dict]:
+def read_markdown_table(path) -> dict[str, dict]:
     "Parse the markdown table of `SOURCES.md` (shared clips) into {file: {column: value}}."
     rows = [l.strip().strip("|").split("|") for l in Path(path).read_text(encoding="utf-8").splitlines() if l.startswith("| ")]
     head = [h.strip() for h in rows[0]]

@@ -237,7 +237,7 @@ class ClipBatcher:
 # %% ../nbs/04a_extract.ipynb #de8efd16
 def load_extractors(cfg: ExtractConfig) -> dict:
     "The extractors of `cfg` by name, loaded on `cfg.device` (random init seeded by `cfg.seed`)."
-    from xattn.extractors import load_extractor
+    from xattn.zoo import load_extractor
     out = {}
     for name in cfg.extractors:
         out[name] = load_extractor(name, weights=cfg.weights.get(name), allow_random_init=cfg.allow_random_init or name in cfg.random_init,

@@ -18,7 +18,7 @@ from .flow import scale_flow_i3d
 
 # %% auto #0
 __all__ = ['EXTRACTORS', 'DINOV3_CKPT', 'I3D_R50_CKPT', 'ExtractorSpec', 'frames_to_tensor', 'flow_to_tensor', 'Extractor',
-           'register_extractor', 'list_extractors', 'get_spec', 'load_extractor', 'DINOv3Extractor',
+           'register_extractor', 'list_extractors', 'get_spec', 'split_overrides', 'load_extractor', 'DINOv3Extractor',
            'dinov3_timm_to_original', 'adapt_rgb_conv_to_flow', 'I3DR50Extractor', 'I3DR50FlowExtractor',
            'per_frame_features', 'features_for_clips']
 
@@ -158,20 +158,13 @@ def register_extractor(cls: type[Extractor]) -> type[Extractor]:
     return cls
 
 def list_extractors() -> list[str]:
-    "Names of the registered extractors (importing the zoo modules registers theirs)."
-    _import_zoo()
+    "Names of the registered extractors (`import xattn.zoo` registers every backbone of xattn)."
     return sorted(EXTRACTORS)
 
-def _import_zoo():
-    import importlib
-    for m in ("xattn.inception_i3d", "xattn.zoo"):
-        try: importlib.import_module(m)
-        except ModuleNotFoundError as e:
-            if e.name != m: raise
-
 def _extractor_class(name: str) -> type[Extractor]:
-    if name not in EXTRACTORS: _import_zoo()
-    if name not in EXTRACTORS: raise XattnError(f"extractor {name!r} is not registered; known: {sorted(EXTRACTORS)}")
+    if name not in EXTRACTORS:
+        raise XattnError(f"extractor {name!r} is not registered; registered: {sorted(EXTRACTORS)}. The module that defines it "
+                         "registers it when imported: `import xattn.zoo` (or use `xattn.zoo.load_extractor`) registers every backbone")
     return EXTRACTORS[name]
 
 def get_spec(name: str, **overrides) -> ExtractorSpec:
@@ -179,7 +172,7 @@ def get_spec(name: str, **overrides) -> ExtractorSpec:
     return _extractor_class(name).make_spec(**overrides)
 
 # %% ../nbs/03_extractors.ipynb #2fc0bf93
-def _spec_overrides(cls, overrides: dict, common=("size", "frames_per_clip")) -> tuple[dict, dict]:
+def split_overrides(cls, overrides: dict, common=("size", "frames_per_clip")) -> tuple[dict, dict]:
     "Split `overrides` into common spec fields and `cls.options`; unknown names raise."
     unknown = sorted(set(overrides) - set(common) - set(cls.options))
     if unknown: raise XattnError(f"{cls.name}: unknown setting(s) {unknown}; known: {sorted([*common, *cls.options])}")
@@ -236,7 +229,7 @@ class DINOv3Extractor(Extractor):
 
     @classmethod
     def make_spec(cls, **overrides) -> ExtractorSpec:
-        common, opts = _spec_overrides(cls, overrides, common=("size",))
+        common, opts = split_overrides(cls, overrides, common=("size",))
         k = int(opts["grid"])
         names = ("cls", "patch_mean", *[f"grid_{r}_{c}" for r in range(k) for c in range(k)],
                  *([f"register_{i}" for i in range(4)] if opts["registers"] else []))
@@ -312,7 +305,7 @@ class I3DR50Extractor(Extractor):
 
     @classmethod
     def make_spec(cls, **overrides):
-        common, opts = _spec_overrides(cls, overrides)
+        common, opts = split_overrides(cls, overrides)
         T, S = int(common.get("frames_per_clip", 8)), int(common.get("size", 224))
         if T < 2 or T % 2: raise XattnError(f"{cls.name}: frames_per_clip={T}; use an even number >= 2 (time is halved once)")
         flow = cls.input_kind == "flow"

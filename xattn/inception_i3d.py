@@ -11,7 +11,7 @@ from torch import nn
 import torch.nn.functional as F
 from .core import XattnError
 from .extractors import (CheckpointInfo, Extractor, ExtractorSpec, register_extractor, register_checkpoint,
-                              load_state_strict, _spec_overrides)
+                              load_state_strict, split_overrides)
 
 # %% auto #0
 __all__ = ['INCEPTION_I3D_ENDPOINTS', 'INCEPTION_CKPTS', 'same_padding', 'pad_same', 'Unit3D', 'MaxPool3dSame', 'InceptionBlock',
@@ -147,7 +147,7 @@ class _InceptionI3DExtractor(Extractor):
 
     @classmethod
     def make_spec(cls, **overrides):
-        common, opts = _spec_overrides(cls, overrides)
+        common, opts = split_overrides(cls, overrides)
         T, S, out = int(common.get("frames_per_clip", 16)), int(common.get("size", 224)), opts["output"]
         T5, S5 = _ceil_div(T, 8), _ceil_div(S, 32)
         if out == "pooled" or out == "temporal":

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from .core import (XattnError, get_device, get_logger, json_command, environment_info, save_json,
                         to_jsonable)
-from .extractors import load_extractor, list_extractors, get_spec
+from .zoo import load_extractor, list_extractors, get_spec
 
 # %% auto #0
 __all__ = ['bench_extract_model_cli', 'ModelBenchConfig', 'matmul_gflops', 'flops_per_item', 'bf16_supported', 'time_forward',

@@ -75,8 +75,8 @@ TINY = dict(data=dict(n_per_class=4, frames=8, size=48, val_fraction=0.5, n_corr
 
 def pipeline_config(overrides: dict | None = None, tiny: bool = False) -> PipelineConfig:
     "The demo `PipelineConfig`, shrunk by `TINY` when `tiny`, with nested `overrides` applied."
-    from xattn.core import _merge
-    return config_from_dict(PipelineConfig, _merge(TINY if tiny else {}, overrides or {}))
+    from xattn.core import merge_dicts
+    return config_from_dict(PipelineConfig, merge_dicts(TINY if tiny else {}, overrides or {}))
 
 # %% ../nbs/09_pipeline.ipynb #7c350a63
 def _key(obj) -> str: return hashlib.sha256(json.dumps(config_to_dict(obj), sort_keys=True).encode()).hexdigest()[:12]

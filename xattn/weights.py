@@ -46,7 +46,7 @@ def register_checkpoint(key: str, info: CheckpointInfo) -> CheckpointInfo:
     return info
 
 # %% ../nbs/00a_weights.ipynb #4cf14df7
-CHECKPOINT_MODULES = ("xattn.flow", "xattn.extractors", "xattn.inception_i3d", "xattn.zoo")
+CHECKPOINT_MODULES = ("xattn.flow", "xattn.zoo")      # the zoo imports every extractor module
 
 def known_checkpoints() -> dict[str, CheckpointInfo]:
     "Every registered checkpoint, after importing the modules that register them (`CHECKPOINT_MODULES`)."
