@@ -21,7 +21,8 @@ def test_synthetic_benchmark_cli_tiny(tmp_path):
     top1 = [float(r["top1"]) for r in rows[:2]]
     assert float(summary[0]["top1_mean"]) == sum(top1) / 2
     bench = json.loads((out/"benchmark.json").read_text())
-    assert bench["provenance"]["dinov3_vits16plus"]["weights"] in ("random-init",) or bench["provenance"]["dinov3_vits16plus"]["weights"].startswith("sha256:")
+    assert bench["provenance"]["efficientnet_lite0"]["weights"].startswith("sha256:5793442")     # the pretrained semantic stream
+    assert bench["provenance"]["i3d_r50_flow"]["weights"] == "random-init"
     run = Path(rows[0]["run_dir"])
     m = json.loads((run/"metrics.json").read_text())
     assert m["selected_on"] == "selection" and m["epochs_run"] == 2

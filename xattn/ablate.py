@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 from .core import (XattnError, cli_command, config_from_dict, config_to_dict, get_logger, load_json, notebook_path,
+                        parse_config_args, parse_kv, parse_value,
                         runs_root, save_json)
 
 # %% auto #0
 __all__ = ['AXIS_ALIASES', 'resolve_axis', 'expand_grid', 'point_overrides', 'point_name', 'AblationConfig', 'run_point',
-           'summarize', 'summary_markdown', 'run_ablation', 'ablate_cli', 'synthetic_benchmark', 'synthetic_probes',
-           'ablate_synthetic_cli']
+           'summarize', 'summary_markdown', 'run_ablation', 'AblateArgs', 'grid_from_args', 'ablate_cli',
+           'synthetic_benchmark', 'synthetic_probes', 'SyntheticBenchArgs', 'ablate_synthetic_cli']
 
 # %% ../nbs/07a_ablate.ipynb #5ac59636
 AXIS_ALIASES = {"kind": "model.kind", "fusion": "model.kind", "heads": "model.heads", "depth": "model.depth", "pool": "model.pool",
@@ -154,41 +155,36 @@ def run_ablation(cfg: AblationConfig | dict, progress: bool = True) -> dict:
     return dict(out=out, rows=rows, summary=summary)
 
 # %% ../nbs/07a_ablate.ipynb #58c10641
-def _value(s: str):
-    "'8' -> 8, '0.1' -> 0.1, 'true' -> True, anything else stays a string."
-    for f in (int, float):
-        try: return f(s)
-        except ValueError: pass
-    return {"true": True, "false": False, "none": None}.get(s.lower(), s)
+@dataclass
+class AblateArgs:
+    "Flags of `xattn ablate`, on top of an optional JSON `AblationConfig`."
+    config: Path | None = field(default=None, metadata={"help": "JSON AblationConfig (e.g. a previous ablation.json); flags override it"})
+    store: Path | None = field(default=None, metadata={"help": "feature store"})
+    dataset_root: Path | None = field(default=None, metadata={"help": "folder of the SSv2-format annotations"})
+    out: Path | None = field(default=None, metadata={"help": "folder of the ablation"})
+    grid: tuple[str, ...] = field(default=(), metadata={"repeat": True, "help": "axis=v1,v2,... (repeat for more axes)"})
+    seeds: tuple[int, ...] = field(default=(), metadata={"help": "comma-separated seeds (default 0,1,2)"})
+    data: tuple[str, ...] = field(default=(), metadata={"repeat": True, "help": "base data setting key=value (repeatable)"})
+    model: tuple[str, ...] = field(default=(), metadata={"repeat": True, "help": "base model setting key=value (repeatable)"})
+    train: tuple[str, ...] = field(default=(), metadata={"repeat": True, "help": "base train setting key=value (repeatable)"})
+    resume: bool = field(default=True, metadata={"help": "skip points that already have metrics.json (--no-resume reruns them)"})
 
-def _kv_list(items: list[str] | None, what: str) -> dict:
-    d = {}
-    for it in items or []:
-        for part in (it.split(";") if ";" in it else [it]):
-            if "=" not in part: raise XattnError(f"{what} {part!r}: use key=value")
-            k, v = part.split("=", 1); d[k.strip()] = v
-    return d
+def grid_from_args(items) -> dict:
+    "`['kind=a,b', 'heads=4,8']` -> `{'kind': ['a', 'b'], 'heads': [4, 8]}` (axis names stay dotted)."
+    return {k: [parse_value(x) for x in v.split(",") if x != ""] for k, v in parse_kv(list(items), sep=";", convert=False, nest=False).items()}
 
 @cli_command("ablate")
 def ablate_cli(argv: list[str]) -> int:
     "Run an ablation grid x seeds through papermill; one run directory per point and seed, summary table (md + csv)."
-    import argparse
-    p = argparse.ArgumentParser(prog="xattn ablate", description=ablate_cli.__doc__)
-    p.add_argument("--config", type=Path, help="JSON AblationConfig (e.g. a previous ablation.json); flags override it")
-    p.add_argument("--store", type=Path); p.add_argument("--dataset-root", type=Path); p.add_argument("--out", type=Path)
-    p.add_argument("--grid", action="append", help="axis=v1,v2,... (repeat for more axes)")
-    p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
-    for sec in ("data", "model", "train"): p.add_argument(f"--{sec}", action="append", help=f"base {sec} setting key=value (repeatable)")
-    p.add_argument("--no-resume", action="store_true", help="rerun points that already have metrics.json")
-    ns = p.parse_args(argv)
-    d = load_json(ns.config) if ns.config else {}
+    a, _ = parse_config_args(AblateArgs, argv, prog="xattn ablate", description=ablate_cli.__doc__)
+    d = load_json(a.config) if a.config else {}
     for k in ("store", "dataset_root", "out"):
-        if getattr(ns, k) is not None: d[k] = str(getattr(ns, k))
-    if ns.grid: d["grid"] = {k: [_value(x) for x in v.split(",") if x != ""] for k, v in _kv_list(ns.grid, "--grid").items()}
-    if ns.seeds: d["seeds"] = [int(x) for x in ns.seeds.split(",")]
+        if getattr(a, k) is not None: d[k] = str(getattr(a, k))
+    if a.grid: d["grid"] = grid_from_args(a.grid)
+    if a.seeds: d["seeds"] = list(a.seeds)
     for sec in ("data", "model", "train"):
-        if getattr(ns, sec): d[sec] = {**d.get(sec, {}), **{k: _value(v) for k, v in _kv_list(getattr(ns, sec), f"--{sec}").items()}}
-    if ns.no_resume: d["resume"] = False
+        if getattr(a, sec): d[sec] = {**d.get(sec, {}), **parse_kv(list(getattr(a, sec)), sep=";", nest=False)}
+    if not a.resume: d["resume"] = False
     res = run_ablation(d)
     print((Path(res["out"])/"summary.md").read_text(), end="")
     print(f"ablation: {res['out']}")
@@ -234,28 +230,25 @@ def _store_provenance(store, extractors) -> dict:
     return {e: st.provenance(e) for e in extractors}
 
 # %% ../nbs/07a_ablate.ipynb #07e525fd
-def _nested(d: dict) -> dict:
-    "{'data.n_per_class': 8} -> {'data': {'n_per_class': 8}}."
-    out = {}
-    for k, v in d.items():
-        cur = out; *head, last = k.split(".")
-        for h in head: cur = cur.setdefault(h, {})
-        cur[last] = v
-    return out
+@dataclass
+class SyntheticBenchArgs:
+    "Flags of `xattn ablate synthetic`."
+    out: Path | None = field(default=None, metadata={"help": "folder of the benchmark (default: runs/<stamp>-synthetic-benchmark)"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "comma-separated seeds"})
+    kinds: tuple[str, ...] = field(default=("cross_attention", "concat", "late", "semantic", "motion"), metadata={"help": "fusion kinds"})
+    tiny: bool = field(default=False, metadata={"help": "the tiny demo dataset (seconds; for tests)"})
+    pipeline: tuple[str, ...] = field(default=(), metadata={"repeat": True, "help": "pipeline setting key=value (repeatable; keys may be dotted)"})
+    data: tuple[str, ...] = field(default=(), metadata={"repeat": True, "help": "data setting key=value (repeatable)"})
+    model: tuple[str, ...] = field(default=(), metadata={"repeat": True, "help": "model setting key=value (repeatable)"})
+    train: tuple[str, ...] = field(default=(), metadata={"repeat": True, "help": "train setting key=value (repeatable)"})
 
 @cli_command("ablate synthetic")
 def ablate_synthetic_cli(argv: list[str]) -> int:
     "The synthetic fusion benchmark: the demo's dataset and features, five fusion kinds x seeds, summary table."
-    import argparse
-    p = argparse.ArgumentParser(prog="xattn ablate synthetic", description=ablate_synthetic_cli.__doc__)
-    p.add_argument("--out", type=Path); p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--kinds", default="cross_attention,concat,late,semantic,motion")
-    p.add_argument("--tiny", action="store_true", help="the tiny demo dataset (seconds; for tests)")
-    for sec in ("pipeline", "data", "model", "train"): p.add_argument(f"--{sec}", action="append", help=f"{sec} setting key=value (repeatable; pipeline keys may be dotted)")
-    ns = p.parse_args(argv)
-    kv = lambda sec: {k: _value(v) for k, v in _kv_list(getattr(ns, sec), f"--{sec}").items()}
-    res = synthetic_benchmark(ns.out, [int(x) for x in ns.seeds.split(",")], [k for k in ns.kinds.split(",") if k],
-                              pipeline=_nested(kv("pipeline")), tiny=ns.tiny, model=kv("model"), train=kv("train"), data=kv("data"))
+    a, _ = parse_config_args(SyntheticBenchArgs, argv, prog="xattn ablate synthetic", description=ablate_synthetic_cli.__doc__)
+    kv = lambda items: parse_kv(list(items), sep=";")
+    res = synthetic_benchmark(a.out, list(a.seeds), list(a.kinds), pipeline=kv(a.pipeline), tiny=a.tiny,
+                              model=kv(a.model), train=kv(a.train), data=kv(a.data))
     print((Path(res["out"])/"summary.md").read_text(), end="")
     print(f"benchmark: {res['out']}")
     return 0 if all(r["status"] == "ok" for r in res["rows"]) else 1

@@ -13,8 +13,8 @@ import torch
 __all__ = ['IN_TEST', 'CLI_COMMANDS', 'XattnError', 'get_device', 'autocast_dtype', 'seed_everything', 'get_logger',
            'to_jsonable', 'save_json', 'load_json', 'config_from_dict', 'config_to_dict', 'sha256_file', 'cache_dir',
            'weights_dir', 'runs_root', 'shard_env', 'local_rank', 'cuda_index', 'environment_info', 'make_run_dir',
-           'repo_root', 'notebook_path', 'cli_command', 'nest_dotted', 'merge_dicts', 'parse_config_args',
-           'json_command', 'peak_rss_mb']
+           'repo_root', 'notebook_path', 'cli_command', 'nest_dotted', 'merge_dicts', 'parse_value', 'parse_kv',
+           'parse_config_args', 'json_command', 'peak_rss_mb']
 
 # %% ../nbs/00_core.ipynb #9321d601
 IN_TEST = os.environ.get("IN_TEST", "") not in ("", "0", "false", "False")
@@ -222,35 +222,7 @@ def cli_command(name: str):
         return f
     return deco
 
-# %% ../nbs/00_core.ipynb #394bad40
-def _flag_parser(tp):
-    "A function parsing one command-line string into the annotated type `tp`."
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        inner = _flag_parser(args[0]) if len(args) == 1 else str
-        return lambda s: None if s.lower() in ("none", "null", "") else inner(s)
-    if origin in (tuple, list) or tp in (tuple, list):
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        el = _flag_parser(args[0]) if args else str
-        return lambda s: (tuple if (origin or tp) is tuple else list)(el(x) for x in s.split(",") if x != "")
-    if tp is Path: return Path
-    if tp in (int, float, str): return tp
-    return str
-
-def _add_config_flags(p, cls, base: dict, prefix: str = ""):
-    "Add one flag per field of dataclass `cls` to parser `p`; nested dataclasses become `--outer.inner` flags."
-    import argparse
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        name, tp, hlp = prefix + f.name, hints[f.name], f.metadata.get("help", "")
-        if dataclasses.is_dataclass(tp):
-            _add_config_flags(p, tp, base.get(f.name) or {}, prefix=name + "."); continue
-        flag, dest = "--" + name.replace("_", "-"), "cfg:" + name
-        if tp is bool: p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=hlp)
-        else: p.add_argument(flag, dest=dest, type=_flag_parser(tp), default=None, metavar=f.name.upper(),
-                             help=hlp if "default" in hlp else f"{hlp} (default: {base.get(f.name)})".strip())
-
+# %% ../nbs/00_core.ipynb #457ee2a5
 def nest_dotted(flat: dict) -> dict:
     "`{'a.b': 1}` -> `{'a': {'b': 1}}`."
     out = {}
@@ -266,6 +238,70 @@ def merge_dicts(a: dict, b: dict) -> dict:
     for k, v in b.items(): out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
+# %% ../nbs/00_core.ipynb #8da04e45
+def parse_value(s):
+    "A command-line value as Python: '8' -> 8, '0.1' -> 0.1, 'true'/'false' -> bool, 'none' -> None, anything else stays a string."
+    if not isinstance(s, str): return s
+    t = s.strip()
+    if t.lower() in ("true", "false"): return t.lower() == "true"
+    if t.lower() in ("none", "null"): return None
+    for conv in (int, float):
+        try: return conv(t)
+        except ValueError: pass
+    return t
+
+def parse_kv(s, sep: str = ",", convert: bool = True, nest: bool = True) -> dict:
+    "'a=1,b.c=x' (or a list of such strings, or a dict) -> `{'a': 1, 'b': {'c': 'x'}}`: dotted keys nest, values through `parse_value`."
+    if s is None: return {}
+    if isinstance(s, dict): return s
+    flat = {}
+    for part in (p for item in ([s] if isinstance(s, str) else s) for p in str(item).split(sep) if p.strip()):
+        if "=" not in part: raise XattnError(f"{part!r}: expected key=value (e.g. size=112 or dinov3_vits16plus.size=112)")
+        key, v = (x.strip() for x in part.split("=", 1))
+        flat[key] = parse_value(v) if convert else v
+    return nest_dotted(flat) if nest else flat
+
+# %% ../nbs/00_core.ipynb #4e509547
+def _flag_parser(tp):
+    "A function parsing one command-line string into the annotated type `tp`."
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        inner = _flag_parser(args[0]) if len(args) == 1 else str
+        return lambda s: None if s.lower() in ("none", "null", "") else inner(s)
+    if origin in (tuple, list) or tp in (tuple, list):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        el = _flag_parser(args[0]) if args else str
+        return lambda s: (tuple if (origin or tp) is tuple else list)(el(x) for x in s.split(",") if x != "")
+    if origin is dict or tp is dict: return parse_kv
+    if tp is Path: return Path
+    if tp in (int, float, str): return tp
+    return str
+
+# %% ../nbs/00_core.ipynb #176a4536
+def _positional(p, f, name: str, tp, hlp: str):
+    "A positional argument for field `f` (a sequence takes one or more values)."
+    origin = typing.get_origin(tp)
+    seq = origin in (tuple, list) or tp in (tuple, list)
+    el = _flag_parser([a for a in typing.get_args(tp) if a is not Ellipsis][0]) if seq and typing.get_args(tp) else _flag_parser(tp) if not seq else str
+    p.add_argument("cfg:" + name, metavar=f.name.upper(), type=el, nargs="+" if seq else None, help=hlp, choices=f.metadata.get("choices"))
+
+def _add_config_flags(p, cls, base: dict, prefix: str = ""):
+    "Add one flag per field of dataclass `cls` to parser `p`; nested dataclasses become `--outer.inner` flags."
+    import argparse
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name, tp, hlp = prefix + f.name, hints[f.name], f.metadata.get("help", "")
+        if dataclasses.is_dataclass(tp):
+            _add_config_flags(p, tp, base.get(f.name) or {}, prefix=name + "."); continue
+        if f.metadata.get("positional"): _positional(p, f, name, tp, hlp); continue
+        flag, dest = "--" + name.replace("_", "-"), "cfg:" + name
+        if tp is bool: p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=hlp)
+        elif f.metadata.get("repeat"): p.add_argument(flag, dest=dest, action="append", default=None, metavar=f.name.upper(), help=hlp)
+        else: p.add_argument(flag, dest=dest, type=_flag_parser(tp), default=None, metavar=f.name.upper(), choices=f.metadata.get("choices"),
+                             help=hlp if "default" in hlp else f"{hlp} (default: {base.get(f.name)})".strip())
+
+# %% ../nbs/00_core.ipynb #411b993f
 def parse_config_args(cls, argv: list[str] | None = None, prog: str | None = None, description: str | None = None,
                       defaults: dict | None = None, extra: typing.Callable | None = None):
     "Parse `argv` into dataclass `cls` (one flag per field, `--outer.inner` for nested configs); `extra(parser)` may add non-config flags. Returns `(cfg, namespace)`."

@@ -4,16 +4,16 @@
 
 # %% ../nbs/04b_export.ipynb #538a2b44
 from __future__ import annotations
-import json, time
+import dataclasses, json, time
 from pathlib import Path
 import numpy as np
 import h5py
-from .core import XattnError, get_logger, cli_command, save_json
+from .core import XattnError, get_logger, cli_command, parse_config_args, save_json
 from .store import FeatureStore
 
 # %% auto #0
 __all__ = ['token_view', 'resolve_token', 'video_path', 'export_npz', 'default_streams', 'export_npy', 'export_split_h5',
-           'store_export_cli']
+           'ExportConfig', 'store_export_cli']
 
 # %% ../nbs/04b_export.ipynb #5436a2ff
 def token_view(rows: np.ndarray, token=None, names=None) -> np.ndarray:
@@ -143,33 +143,37 @@ def export_split_h5(store, out_path, extractor: str, records: list, token="auto"
     return dict(path=str(out_path), videos=len(have), missing=missing, max_len=T, dim=D)
 
 # %% ../nbs/04b_export.ipynb #b8da95d8
+@dataclasses.dataclass
+class ExportConfig:
+    "What `xattn store export` writes, in which layout."
+    store: str = dataclasses.field(default="", metadata={"positional": True, "help": "the feature store to export"})
+    out: Path | None = dataclasses.field(default=None, metadata={"help": "output folder (required)"})
+    format: str = dataclasses.field(default="npz", metadata={"choices": ("npz", "npy", "split-h5"), "help": "npz per video, npy per video and stream, or one padded HDF5 file per split"})
+    extractor: str | None = dataclasses.field(default=None, metadata={"help": "extractor to export (npz, split-h5; default: the only one)"})
+    streams: dict = dataclasses.field(default_factory=dict, metadata={"help": "npy: stream=extractor,... (default: by input kind)"})
+    token: str = dataclasses.field(default="auto", metadata={"help": "token name/index, 'mean', 'flatten', 'all' or 'auto' (first token per frame, flatten for clips)"})
+    flat: bool = dataclasses.field(default=False, metadata={"help": "do not mirror id sub-folders (a/b -> a__b)"})
+    source: str | None = dataclasses.field(default=None, metadata={"help": "split-h5: dataset the records come from (as for `xattn extract`)"})
+    split: tuple[str, ...] = dataclasses.field(default=(), metadata={"help": "split-h5: split(s), comma-separated (default: all present)"})
+    max_len: int | None = dataclasses.field(default=None, metadata={"help": "split-h5: pad/truncate to this many steps"})
+
 @cli_command("store export")
 def store_export_cli(argv: list[str]) -> int:
     "Export a feature store: .npz per video, .npy per video and stream, or a padded HDF5 file per split."
-    import argparse
-    p = argparse.ArgumentParser(prog="xattn store export", description=store_export_cli.__doc__)
-    p.add_argument("store"); p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--format", required=True, choices=("npz", "npy", "split-h5"))
-    p.add_argument("--extractor", default=None, help="extractor to export (npz, split-h5; default: the only one)")
-    p.add_argument("--streams", default=None, help="npy: stream=extractor,... (default: by input kind)")
-    p.add_argument("--token", default="auto", help="token name/index, 'mean', 'flatten', 'all' or 'auto' (first token per frame, flatten for clips)")
-    p.add_argument("--flat", action="store_true", help="do not mirror id sub-folders (a/b -> a__b)")
-    p.add_argument("--source", default=None, help="split-h5: dataset the records come from (as for `xattn extract`)")
-    p.add_argument("--split", default=None, help="split-h5: split(s), comma-separated (default: all present)")
-    p.add_argument("--max-len", type=int, default=None, help="split-h5: pad/truncate to this many steps")
-    a = p.parse_args(argv)
+    a, _ = parse_config_args(ExportConfig, argv, prog="xattn store export", description=store_export_cli.__doc__)
+    if a.out is None: raise XattnError("xattn store export: --out (the output folder) is required")
     store, t0 = FeatureStore(a.store), time.perf_counter()
     if a.token == "all": a.token = None
     ext = a.extractor or (store.extractors[0] if len(store.extractors) == 1 else None)
     if a.format in ("npz", "split-h5") and ext is None: raise XattnError(f"{a.store} has extractors {store.extractors}: pick one with --extractor")
     if a.format == "npz": res = dict(videos=export_npz(store, a.out, ext, a.token, not a.flat))
     elif a.format == "npy":
-        streams = dict(kv.split("=", 1) for kv in a.streams.split(",")) if a.streams else None
+        streams = {k: str(v) for k, v in a.streams.items()} or None
         res = dict(videos=export_npy(store, a.out, streams, a.token, not a.flat))
     else:
         from xattn.extract import records_from_source
         if not a.source: raise XattnError("--format split-h5 needs --source (the dataset, for labels and splits)")
-        splits = a.split.split(",") if a.split else [s for s in ("train", "validation", "test") if (Path(a.source)/f"{s}.json").exists()] or [None]
+        splits = list(a.split) if a.split else [s for s in ("train", "validation", "test") if (Path(a.source)/f"{s}.json").exists()] or [None]
         res = {s or "all": export_split_h5(store, a.out/f"{s or 'all'}.h5", ext, records_from_source(a.source, s), a.token or "auto", a.max_len)
                for s in splits}
     print(json.dumps(dict(format=a.format, out=str(a.out), seconds=round(time.perf_counter() - t0, 2), result=res)))

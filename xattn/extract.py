@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
-from .core import (XattnError, get_device, autocast_dtype, seed_everything, get_logger, save_json, load_json,
+from .core import (parse_kv, XattnError, get_device, autocast_dtype, seed_everything, get_logger, save_json, load_json,
                         config_from_dict, config_to_dict, parse_config_args, cli_command, shard_env, cuda_index, peak_rss_mb)
 from .data import VideoRecord, VideoMeta, VideoDecodeError, probe_video, read_frames, sample_uniform, Clip
 from .store import FeatureWriter, FeatureStore, StoreError, shard_path, merge_stores, store_files, store_diff
@@ -20,24 +20,6 @@ __all__ = ['SOURCE_KINDS', 'ExtractConfig', 'VideoPlan', 'plan_video', 'VideoInp
            'records_from_source', 'extract_cli']
 
 # %% ../nbs/04a_extract.ipynb #51a9720a
-def _kv(s) -> dict:
-    "Parse 'a=1,b.c=x' into {'a': 1, 'b': {'c': 'x'}} (numbers and booleans converted); dicts pass through."
-    if s is None: return {}
-    if isinstance(s, dict): return s
-    out = {}
-    for part in filter(None, str(s).split(",")):
-        if "=" not in part: raise XattnError(f"{part!r}: expected key=value (e.g. size=112 or dinov3_vits16plus.size=112)")
-        k, v = (x.strip() for x in part.split("=", 1))
-        for conv in (int, float):
-            try: v = conv(v); break
-            except ValueError: pass
-        if v in ("true", "false", "True", "False"): v = v.lower() == "true"
-        d = out
-        *head, last = k.split(".")
-        for h in head: d = d.setdefault(h, {})
-        d[last] = v
-    return out
-
 @dataclass
 class ExtractConfig:
     "Settings of a feature extraction run."
@@ -74,8 +56,8 @@ class ExtractConfig:
     def __post_init__(self):
         if isinstance(self.extractors, str): self.extractors = tuple(x for x in self.extractors.split(",") if x)
         self.extractors = tuple(self.extractors)
-        self.weights, self.overrides, self.out = _kv(self.weights), _kv(self.overrides), Path(self.out)
-        if "=" in str(self.dtype): self.dtype = _kv(self.dtype)
+        self.weights, self.overrides, self.out = parse_kv(self.weights), parse_kv(self.overrides), Path(self.out)
+        if "=" in str(self.dtype): self.dtype = parse_kv(self.dtype)
         if not self.extractors: raise XattnError("ExtractConfig: no extractors given (e.g. --extractors dinov3_vits16plus,i3d_r50)")
         if isinstance(self.random_init, str): self.random_init = tuple(x for x in self.random_init.split(",") if x)
         self.random_init = tuple(self.random_init)

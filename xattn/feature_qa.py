@@ -4,14 +4,14 @@
 
 # %% ../nbs/04c_feature_qa.ipynb #1c27e518
 from __future__ import annotations
-import hashlib, json, time
+import dataclasses, hashlib, json, time
 from pathlib import Path
 import numpy as np
-from .core import XattnError, get_logger, cli_command, save_json, to_jsonable
+from .core import XattnError, get_logger, cli_command, parse_config_args, save_json, to_jsonable
 from .store import FeatureStore
 
 # %% auto #0
-__all__ = ['feature_stats', 'plot_feature_stats', 'qa_report', 'store_stats_cli']
+__all__ = ['feature_stats', 'plot_feature_stats', 'qa_report', 'StatsConfig', 'store_stats_cli']
 
 # %% ../nbs/04c_feature_qa.ipynb #3251d9b8
 def _row_hashes(rows: np.ndarray) -> list:
@@ -109,16 +109,19 @@ def qa_report(store, out_dir, extractors=None, max_videos: int | None = 20000) -
     return out/"qa.md"
 
 # %% ../nbs/04c_feature_qa.ipynb #e03fc35e
+@dataclasses.dataclass
+class StatsConfig:
+    "What `xattn store stats` measures."
+    store: str = dataclasses.field(default="", metadata={"positional": True, "help": "the feature store"})
+    extractor: tuple[str, ...] = dataclasses.field(default=(), metadata={"help": "extractor(s), comma-separated (default: all)"})
+    max_videos: int = dataclasses.field(default=20000, metadata={"help": "sample at most this many videos (0: all)"})
+    report: Path | None = dataclasses.field(default=None, metadata={"help": "also write qa.md, qa.json and plots to this folder"})
+
 @cli_command("store stats")
 def store_stats_cli(argv: list[str]) -> int:
     "Feature QA statistics of a store (norms, dead dims, NaN/Inf, zero and duplicate rows); optional report with plots."
-    import argparse
-    p = argparse.ArgumentParser(prog="xattn store stats", description=store_stats_cli.__doc__)
-    p.add_argument("store"); p.add_argument("--extractor", action="append", default=None, help="extractor(s) (default: all)")
-    p.add_argument("--max-videos", type=int, default=20000, help="sample at most this many videos (0: all)")
-    p.add_argument("--report", type=Path, default=None, help="also write qa.md, qa.json and plots to this folder")
-    a = p.parse_args(argv)
-    store = FeatureStore(a.store); exts = a.extractor or store.extractors
+    a, _ = parse_config_args(StatsConfig, argv, prog="xattn store stats", description=store_stats_cli.__doc__)
+    store = FeatureStore(a.store); exts = list(a.extractor) or store.extractors
     res = {}
     for e in exts:
         s = feature_stats(store, e, max_videos=a.max_videos or None)

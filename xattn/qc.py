@@ -14,7 +14,7 @@ from .data import (VideoRecord, VideoMeta, VideoDecodeError, ProbeCache, probe_r
 
 # %% auto #0
 __all__ = ['MANIFEST_FIELDS', 'manifest_row', 'scan', 'QCFilters', 'apply_filters', 'find_unannotated', 'qc_summary',
-           'report_figure', 'write_report', 'probe_cli', 'ScanConfig', 'load_source', 'scan_cli']
+           'report_figure', 'write_report', 'ProbeConfig', 'probe_cli', 'ScanConfig', 'load_source', 'scan_cli']
 
 # %% ../nbs/01d_qc.ipynb #68a9a034
 MANIFEST_FIELDS = ("id", "path", "label", "label_name", "status", "kind", "reason", "fps", "n_frames", "duration",
@@ -116,14 +116,17 @@ def write_report(records: list[VideoRecord], out, title: str = "dataset report")
     return summary
 
 # %% ../nbs/01d_qc.ipynb #7e430fb6
+@dataclass
+class ProbeConfig:
+    "What `xattn probe` reads and how."
+    paths: tuple[Path, ...] = field(default=(), metadata={"positional": True, "help": "video files or frame folders"})
+    backend: str = field(default="auto", metadata={"choices": ("auto", "decord", "pyav"), "help": "decoder"})
+    deep: bool = field(default=False, metadata={"help": "decode every frame (finds damage mid-stream)"})
+
 @cli_command("probe")
 def probe_cli(argv: list[str]) -> int:
     "Probe video files or frame folders; one JSON line each (metadata or status)."
-    import argparse
-    p = argparse.ArgumentParser(prog="xattn probe", description=probe_cli.__doc__)
-    p.add_argument("paths", nargs="+", type=Path); p.add_argument("--backend", default="auto")
-    p.add_argument("--deep", action="store_true", help="decode every frame (finds damage mid-stream)")
-    a = p.parse_args(argv); rc = 0
+    a, _ = parse_config_args(ProbeConfig, argv, prog="xattn probe", description=probe_cli.__doc__); rc = 0
     for path in a.paths:
         try:
             m = probe_video(path, a.backend, deep=a.deep)

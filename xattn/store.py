@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import h5py
 import xattn
-from .core import XattnError, get_logger, to_jsonable, cli_command
+from .core import XattnError, get_logger, to_jsonable, cli_command, parse_config_args
 
 # %% auto #0
 __all__ = ['log', 'STORE_FORMAT', 'STORE_VERSION', 'COMPRESSIONS', 'VOLATILE_PROVENANCE', 'StoreError', 'StoreKeyError',
            'compression_kwargs', 'chunk_rows', 'parts_dir', 'shard_path', 'store_files', 'provenance_identity',
            'provenance_diff', 'FeatureStore', 'ExtractorView', 'FeatureWriter', 'merge_stores', 'consolidate_store',
-           'store_diff', 'check_store', 'store_check_cli', 'store_merge_cli', 'store_info_cli', 'measure_compression']
+           'store_diff', 'check_store', 'StoreCheckConfig', 'StoreMergeConfig', 'StoreInfoConfig', 'store_check_cli',
+           'store_merge_cli', 'store_info_cli', 'measure_compression']
 
 # %% ../nbs/04_store.ipynb #3b88e4c5
 log = get_logger("xattn.store")
@@ -666,19 +667,31 @@ def check_store(path, scan_values: bool = True, block_rows: int = 4096) -> dict:
     return dict(ok=not errors, errors=errors, warnings=warnings, files=[str(p) for p in files], extractors=summary)
 
 # %% ../nbs/04_store.ipynb #8c478c46
-def _store_parser(prog: str, doc: str):
-    import argparse
-    return argparse.ArgumentParser(prog=prog, description=doc)
+@dataclasses.dataclass
+class StoreCheckConfig:
+    "What `xattn store check` validates."
+    path: tuple[str, ...] = dataclasses.field(default=(), metadata={"positional": True, "help": "store file(s), a folder of shards, or a store with segments"})
+    values: bool = dataclasses.field(default=True, metadata={"help": "scan every row for NaN/Inf (--no-values: fast)"})
+    json: bool = dataclasses.field(default=False, metadata={"help": "print the full report as JSON"})
+
+@dataclasses.dataclass
+class StoreMergeConfig:
+    "What `xattn store merge` joins, into what."
+    out: Path = dataclasses.field(default=Path("merged.h5"), metadata={"positional": True, "help": "merged store file to write"})
+    inputs: tuple[str, ...] = dataclasses.field(default=(), metadata={"positional": True, "help": "store files, shard folders or stores with segments"})
+    virtual: bool = dataclasses.field(default=False, metadata={"help": "virtual datasets pointing into the inputs (no copy; keep the inputs)"})
+    compression: str | None = dataclasses.field(default=None, metadata={"help": "recompress rows (default: keep each extractor's)"})
+
+@dataclasses.dataclass
+class StoreInfoConfig:
+    "Which store `xattn store info` describes."
+    path: str = dataclasses.field(default="", metadata={"positional": True, "help": "store file, shard folder, or store with segments"})
 
 @cli_command("store check")
 def store_check_cli(argv: list[str]) -> int:
     "Validate a feature store: index consistency, shapes, NaN/Inf, provenance; exit 1 on errors."
-    p = _store_parser("xattn store check", store_check_cli.__doc__)
-    p.add_argument("path", nargs="+", help="store file(s), a folder of shards, or a store with segments")
-    p.add_argument("--no-values", action="store_true", help="skip the NaN/Inf scan of every row (fast)")
-    p.add_argument("--json", action="store_true", help="print the full report as JSON")
-    a = p.parse_args(argv)
-    rep = check_store(a.path if len(a.path) > 1 else a.path[0], scan_values=not a.no_values)
+    a, _ = parse_config_args(StoreCheckConfig, argv, prog="xattn store check", description=store_check_cli.__doc__)
+    rep = check_store(list(a.path) if len(a.path) > 1 else a.path[0], scan_values=a.values)
     if a.json: print(json.dumps(rep, indent=1))
     else:
         for e in rep["errors"]: print(f"ERROR   {e}")
@@ -691,25 +704,18 @@ def store_check_cli(argv: list[str]) -> int:
 @cli_command("store merge")
 def store_merge_cli(argv: list[str]) -> int:
     "Join feature stores (e.g. rank shards) into one file, by copy or as HDF5 virtual datasets."
-    p = _store_parser("xattn store merge", store_merge_cli.__doc__)
-    p.add_argument("out", type=Path, help="merged store file to write")
-    p.add_argument("inputs", nargs="+", help="store files, shard folders or stores with segments")
-    p.add_argument("--virtual", action="store_true", help="virtual datasets pointing into the inputs (no copy; keep the inputs)")
-    p.add_argument("--compression", default=None, help="recompress rows (default: keep each extractor's)")
-    a = p.parse_args(argv)
+    a, _ = parse_config_args(StoreMergeConfig, argv, prog="xattn store merge", description=store_merge_cli.__doc__)
     t0 = time.perf_counter()
-    out = merge_stores(a.inputs, a.out, virtual=a.virtual, compression=a.compression)
+    out = merge_stores(list(a.inputs), a.out, virtual=a.virtual, compression=a.compression)
     rep = check_store(out, scan_values=False)
-    print(json.dumps(dict(out=str(out), inputs=len(store_files(a.inputs)), seconds=round(time.perf_counter() - t0, 2),
+    print(json.dumps(dict(out=str(out), inputs=len(store_files(list(a.inputs))), seconds=round(time.perf_counter() - t0, 2),
                           ok=rep["ok"], extractors=rep["extractors"], errors=rep["errors"])))
     return 0 if rep["ok"] else 1
 
 @cli_command("store info")
 def store_info_cli(argv: list[str]) -> int:
     "What a feature store holds: extractors, videos, row shapes, dtypes, provenance."
-    p = _store_parser("xattn store info", store_info_cli.__doc__)
-    p.add_argument("path", help="store file, shard folder, or store with segments")
-    a = p.parse_args(argv)
+    a, _ = parse_config_args(StoreInfoConfig, argv, prog="xattn store info", description=store_info_cli.__doc__)
     s = FeatureStore(a.path)
     info = dict(files=[str(f) for f in s.files], failed_or_skipped=len(s.status()),
                 extractors={n: dict(videos=len(s[n]), rows=s[n].num_rows, shape=list(s[n].shape), dtype=str(s[n].dtype),

@@ -8,13 +8,14 @@ import dataclasses, importlib, importlib.util, json, os, pickle, re, urllib.erro
 from pathlib import Path
 import torch
 from torch import nn
-from .core import XattnError, get_logger, sha256_file, weights_dir, cli_command
+from .core import XattnError, get_logger, sha256_file, weights_dir, cli_command, parse_config_args
 
 # %% auto #0
 __all__ = ['WEIGHTS', 'CHECKPOINT_MODULES', 'CheckpointInfo', 'register_checkpoint', 'known_checkpoints', 'MissingWeightsError',
            'UnsafeCheckpointError', 'CheckpointLayoutError', 'package_file', 'missing_weights_message', 'find_weights',
            'looked_in', 'load_checkpoint', 'state_dict_of', 'load_state_strict', 'random_state_dict', 'file_digest',
-           'checkpoint_provenance', 'weights_table', 'WeightsFetchError', 'download', 'fetch_weights']
+           'checkpoint_provenance', 'weights_table', 'WeightsListConfig', 'WeightsFetchError', 'download',
+           'fetch_weights', 'FetchConfig']
 
 # %% ../nbs/00a_weights.ipynb #fe60697c
 @dataclasses.dataclass(frozen=True)
@@ -208,15 +209,17 @@ def weights_table(verify: bool = False) -> list[dict]:
     return rows
 
 # %% ../nbs/00a_weights.ipynb #ec2ce748
+@dataclasses.dataclass
+class WeightsListConfig:
+    "What `xattn weights` lists and how."
+    json: bool = dataclasses.field(default=False, metadata={"help": "print JSON instead of a table"})
+    verify: bool = dataclasses.field(default=False, metadata={"help": "hash present files and compare with known digests"})
+    missing: bool = dataclasses.field(default=False, metadata={"help": "only list missing checkpoints"})
+
 @cli_command("weights")
 def _weights_cli(argv: list[str]) -> int:
     "List known checkpoints: present or missing in the weights directory, and where to get them."
-    import argparse
-    p = argparse.ArgumentParser(prog="xattn weights", description=_weights_cli.__doc__)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--verify", action="store_true", help="hash present files and compare with known digests")
-    p.add_argument("--missing", action="store_true", help="only list missing checkpoints")
-    a = p.parse_args(argv)
+    a, _ = parse_config_args(WeightsListConfig, argv, prog="xattn weights", description=_weights_cli.__doc__)
     rows = [r for r in weights_table(a.verify) if not (a.missing and r["present"])]
     if a.json: print(json.dumps(rows, indent=2)); return 0
     print(f"weights directory: {weights_dir()}  (set XATTN_WEIGHTS to change it)")
@@ -300,16 +303,18 @@ def fetch_weights(name: str, mirror: str | None = None, force: bool = False, tim
     return dict(id=name, status="downloaded", url=url, **r)
 
 # %% ../nbs/00a_weights.ipynb #4b30370c
+@dataclasses.dataclass
+class FetchConfig:
+    "What `xattn weights fetch` downloads, and from where."
+    names: tuple[str, ...] = dataclasses.field(default=(), metadata={"positional": True, "help": "checkpoint ids (see `xattn weights`), or `all`"})
+    mirror: str | None = dataclasses.field(default=None, metadata={"help": "base URL of a mirror holding the files under their saved names"})
+    force: bool = dataclasses.field(default=False, metadata={"help": "download even when a file is present"})
+    timeout: float = dataclasses.field(default=30.0, metadata={"help": "seconds to wait for the server"})
+
 @cli_command("weights fetch")
 def _weights_fetch_cli(argv: list[str]) -> int:
     "Download published checkpoints into the weights directory (resumable, sha256-checked, atomic)."
-    import argparse
-    p = argparse.ArgumentParser(prog="xattn weights fetch", description=_weights_fetch_cli.__doc__)
-    p.add_argument("names", nargs="+", metavar="NAME", help="checkpoint ids (see `xattn weights`), or `all`")
-    p.add_argument("--mirror", default=None, help="base URL of a mirror holding the files under their saved names")
-    p.add_argument("--force", action="store_true", help="download even when a file is present")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
-    a = p.parse_args(argv)
+    a, _ = parse_config_args(FetchConfig, argv, prog="xattn weights fetch", description=_weights_fetch_cli.__doc__)
     table = known_checkpoints()
     names = list(a.names)
     if names == ["all"]:
