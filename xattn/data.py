@@ -438,7 +438,7 @@ def probe_records(records: list[VideoRecord], backend: str = "auto", cache: Prob
     get_logger("xattn.data").info(f"probed {len(out)} videos: {len(out) - bad} ok, {bad} not usable")
     return out
 
-# %% ../nbs/01_data.ipynb #7b780bb1
+# %% ../nbs/01_data.ipynb #de12b399
 def _check_indices(path, indices) -> np.ndarray:
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     if idx.size == 0: raise XattnError(f"{path}: no frame indices requested (the sampler returned an empty clip)")
@@ -490,6 +490,7 @@ def _read_folder(path, idx: np.ndarray) -> np.ndarray:
     if len({a.shape for a in out}) > 1: raise VideoDecodeError(path, f"frames of different sizes {sorted({a.shape for a in out})}", "re-extract the frames at one size")
     return np.stack(out)
 
+# %% ../nbs/01_data.ipynb #54500383
 def read_frames(path, indices, backend: str = "auto") -> np.ndarray:
     "Frames `indices` of `path` as uint8 `[T, H, W, 3]` RGB; backend 'auto' (decord, then PyAV), 'decord' or 'pyav'; a directory is a frame folder."
     if backend not in ("auto", "pyav", "decord"): raise XattnError(f"backend={backend!r}: use 'auto', 'pyav' or 'decord'")

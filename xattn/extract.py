@@ -13,11 +13,12 @@ from .core import (parse_kv, XattnError, get_device, autocast_dtype, seed_everyt
                         config_from_dict, config_to_dict, parse_config_args, cli_command, shard_env, cuda_index, peak_rss_mb)
 from .data import VideoRecord, VideoMeta, VideoDecodeError, probe_video, read_frames, sample_uniform, Clip
 from .store import FeatureWriter, FeatureStore, StoreError, shard_path, merge_stores, store_files, store_diff
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['SOURCE_KINDS', 'ExtractConfig', 'VideoPlan', 'plan_video', 'VideoInputs', 'load_video_inputs', 'VideoInputDataset',
-           'video_loader', 'ClipBatcher', 'load_extractors', 'extractor_provenance', 'extract_features',
-           'records_from_source', 'extract_cli']
+           'video_loader', 'ClipBatcher', 'load_extractors', 'extractor_provenance', 'shard_setup', 'WorkPlan',
+           'plan_work', 'ExtractionRun', 'extract_features', 'records_from_source', 'extract_cli']
 
 # %% ../nbs/04a_extract.ipynb #51a9720a
 @dataclass
@@ -242,7 +243,7 @@ def extractor_provenance(name: str, extractor, cfg: ExtractConfig) -> dict:
     prov["run"] = {"batch_size": cfg.batch_size, **run}
     return prov
 
-# %% ../nbs/04a_extract.ipynb #b7afc990
+# %% ../nbs/04a_extract.ipynb #bbe8e3d0
 def _completed(cfg: ExtractConfig, out: Path) -> tuple[dict, dict]:
     "Per extractor, the video ids stored by any file of the store `cfg.out`; and the recorded statuses."
     files = [f for f in dict.fromkeys(store_files(out) + store_files(cfg.out) +
@@ -260,110 +261,156 @@ def _video_log(path: Path, console: bool) -> logging.Logger:
         sh = logging.StreamHandler(sys.stderr); sh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")); lg.addHandler(sh)
     return lg
 
-def extract_features(records: list, cfg: ExtractConfig, extractors: dict | None = None) -> dict:
-    "Extract `cfg.extractors` features of `records` into the store `cfg.out`; returns the run summary (also saved as JSON)."
-    from tqdm.auto import tqdm
-    t_start, run_date = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
-    log = get_logger("xattn.extract")
+# %% ../nbs/04a_extract.ipynb #b56bb995
+def shard_setup(cfg: ExtractConfig) -> tuple[int, int, Path, torch.device]:
+    "`(rank, world, store file of this shard, device)` of this process; sets the torch threads of CPU ranks."
     rank, world = (cfg.rank, cfg.world_size) if cfg.world_size > 0 else shard_env() if cfg.shard else (0, 1)
     if not 0 <= rank < world: raise XattnError(f"shard {rank} of {world}: need 0 <= rank < world_size")
-    out = shard_path(cfg.out, rank, world)
     device = get_device(cfg.device if cfg.device != "auto" or world == 1 or not torch.cuda.is_available()
                         else f"cuda:{cuda_index(rank)}")
     if cfg.threads: torch.set_num_threads(cfg.threads)
     elif world > 1 and device.type == "cpu": torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    return rank, world, shard_path(cfg.out, rank, world), device
+
+# %% ../nbs/04a_extract.ipynb #8c1d8187
+@dataclass
+class WorkPlan:
+    "What one process will extract: `todo` records with the extractors each `needs`, and what it skips or finds done."
+    records: list
+    todo: list
+    needs: list
+    skipped: list
+    already_done: int
+    status: dict
+
+def plan_work(records: list, cfg: ExtractConfig, out: Path, rank: int = 0, world: int = 1) -> WorkPlan:
+    "The `WorkPlan` of shard `rank` of `world` for the store file `out` of `cfg`."
     from xattn.data import check_unique_ids
     mine = check_unique_ids(list(records))[rank::world]
     if cfg.limit: mine = mine[:cfg.limit]
-
     stray = sorted(cfg.out.parent.glob(f"{cfg.out.stem}.rank*-of-*{cfg.out.suffix}"))
     if world == 1 and stray and not cfg.out.exists():
         raise XattnError(f"{cfg.out}: shard files of an earlier sharded run exist ({stray[0].name}, ...); merge them first "
                          f"(xattn store merge {cfg.out} {' '.join(str(p) for p in stray)}) or run with the same number of shards")
     done, status = _completed(cfg, out)
-    skipped, todo, needs, n_done = [], [], [], 0
+    plan = WorkPlan(mine, [], [], [], 0, status)
     for r in mine:
-        if r.status != "ok": skipped.append(dict(id=r.id, path=str(r.path), reason=r.status)); continue
+        if r.status != "ok": plan.skipped.append(dict(id=r.id, path=str(r.path), reason=r.status)); continue
         miss = tuple(e for e in cfg.extractors if r.id not in done.get(e, ()))
-        if not miss: n_done += 1; continue
+        if not miss: plan.already_done += 1; continue
         if status.get(r.id, {}).get("status") == "failed" and not cfg.retry_failed:
-            skipped.append(dict(id=r.id, path=str(r.path), reason=f"failed in an earlier run: {status[r.id]['reason']}")); continue
-        todo.append(r); needs.append(miss)
+            plan.skipped.append(dict(id=r.id, path=str(r.path), reason=f"failed in an earlier run: {status[r.id]['reason']}")); continue
+        plan.todo.append(r); plan.needs.append(miss)
+    return plan
 
+# %% ../nbs/04a_extract.ipynb #9a0cba76
+@dataclass
+class _InFlight:
+    "A video whose inputs are in the batchers: its inputs, the outputs so far and the units still missing, per extractor."
+    item: object
+    outs: dict
+    left: dict
+    t_arrived: float
+
+class ExtractionRun:
+    "The state of one extraction run: batchers, writer, videos in flight, counts; `feed` a decoded video, `drain` the batchers."
+    def __init__(self, cfg: ExtractConfig, extractors: dict, writer, bar, vlog):
+        self.cfg, self.writer, self.bar, self.vlog = cfg, writer, bar, vlog
+        self.batchers = {n: ClipBatcher(n, extractors[n], cfg.batch_size) for n in cfg.extractors}
+        self.pending: dict[str, _InFlight] = {}
+        self.failed, self.rows, self.frames, self.decode_s, self.processed = [], {n: 0 for n in cfg.extractors}, 0, 0.0, 0
+
+    def fail(self, vid: str, path: str, why: str):
+        "Record `vid` as failed (in the store and in the summary)."
+        self.failed.append(dict(id=vid, path=path, reason=why)); self.writer.mark(vid, "failed", why, path)
+        self.bar.update(1); self.vlog.info(f"{vid}: failed, {why} ({path})")
+
+# %% ../nbs/04a_extract.ipynb #b058e0ce
+@patch
+def feed(self: ExtractionRun, item):
+    "Take one decoded video from the loader: record a decoding failure, or queue its inputs and run what is ready."
+    self.decode_s += item.decode_s; self.frames += item.frames
+    if item.error is not None: return self.fail(item.video_id, item.path, item.error)
+    self.pending[item.video_id] = _InFlight(item, {n: [] for n in item.inputs}, {n: len(x) for n, x in item.inputs.items()}, time.perf_counter())
+    for n, x in item.inputs.items(): self.batchers[n].put(item.video_id, x)
+    self.drain()
+
+@patch
+def drain(self: ExtractionRun, final: bool = False):
+    "Run every batch that is full (all remaining ones when `final`), finishing the videos whose outputs are complete."
+    for n, b in self.batchers.items():
+        while b.ready(final):
+            for vid, _, y in b.run():
+                v = self.pending[vid]; v.outs[n].append(y); v.left[n] -= len(y)
+                if not any(v.left.values()): self.finish(vid)
+
+@patch
+def finish(self: ExtractionRun, vid: str):
+    "Write the complete video `vid` (its rows, per extractor) or record it as failed if a model returned NaN/Inf."
+    v = self.pending.pop(vid); item = v.item
+    got = {n: (np.concatenate(v.outs[n]) if len(v.outs[n]) > 1 else v.outs[n][0])[p.rows] for n, p in item.plans.items()}
+    bad = [n for n, x in got.items() if not np.isfinite(x).all()]
+    if bad: return self.fail(vid, item.path, f"non-finite features from {', '.join(bad)} (NaN/Inf in the model output)")
+    for n, plan in item.plans.items(): self.writer.add(n, vid, got[n], plan.spans); self.rows[n] += len(plan.rows)
+    m = item.meta
+    self.writer.describe(vid, m.fps, m.n_frames, m.duration, item.path)
+    self.processed += 1; self.bar.update(1)
+    self.vlog.info(f"{vid}: ok, " + ", ".join(f"{n} {len(p.rows)} rows" for n, p in item.plans.items()) +
+                   f", {item.frames} frames, decode {item.decode_s:.2f}s, {time.perf_counter() - v.t_arrived:.2f}s in flight")
+
+# %% ../nbs/04a_extract.ipynb #d275a69f
+def _run_summary(cfg, plan: WorkPlan, run: ExtractionRun, rank, world, out, device, run_date, wall) -> dict:
+    "The JSON summary of a run: counts, failures, rows, speed, memory and the config."
+    return dict(run_date=run_date, store=str(cfg.out), out=str(out), rank=rank, world_size=world, device=str(device),
+                extractors=list(cfg.extractors), total=len(plan.records), already_done=plan.already_done, processed=run.processed,
+                skipped=plan.skipped, failed=run.failed, rows=run.rows, frames_decoded=run.frames, wall_s=wall,
+                videos_per_s=run.processed / wall if wall else 0.0, frames_per_s=run.frames / wall if wall else 0.0,
+                decode_s=run.decode_s, model_s=sum(b.model_s for b in run.batchers.values()),
+                batches={n: b.batches for n, b in run.batchers.items()}, peak_rss_mb=peak_rss_mb(), config=config_to_dict(cfg))
+
+def _stream(cfg, plan: WorkPlan, extractors: dict, writer, vlog, rank: int, world: int) -> ExtractionRun:
+    "Decode the planned videos in the workers and push them through the batchers into `writer`; returns the finished run."
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(plan.todo), unit="video", desc=f"extract[{rank}/{world}]" if world > 1 else "extract",
+               disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0)
+    run, t0 = ExtractionRun(cfg, extractors, writer, bar, vlog), time.perf_counter()
+    loader = video_loader(VideoInputDataset(plan.todo, extractors, plan.needs, cfg.frames, cfg.clips, cfg.flow_method, cfg.flow_size,
+                                            cfg.backend), cfg.num_workers) if plan.todo else []
+    for item in loader:
+        run.feed(item)
+        bar.set_postfix(frames_s=f"{run.frames / (time.perf_counter() - t0):.1f}", failed=len(run.failed), refresh=False)
+    run.drain(final=True)
+    for s in plan.skipped:
+        if s["id"] not in plan.status: writer.mark(s["id"], "skipped", s["reason"], s["path"])
+    bar.close()
+    return run
+
+def extract_features(records: list, cfg: ExtractConfig, extractors: dict | None = None) -> dict:
+    "Extract `cfg.extractors` features of `records` into the store `cfg.out`; returns the run summary (also saved as JSON)."
+    t_start, run_date = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
+    rank, world, out, device = shard_setup(cfg)
+    plan = plan_work(records, cfg, out, rank, world)
     extractors = dict(extractors) if extractors is not None else load_extractors(dataclasses.replace(cfg, device=str(device)))
     missing = [e for e in cfg.extractors if e not in extractors]
     if missing: raise XattnError(f"extract_features: no extractor object for {missing}")
     vlog = _video_log(out.with_suffix(".log"), console=not cfg.progress)
-    vlog.info(f"run {run_date}: rank {rank}/{world}, {len(mine)} records, {n_done} already stored, {len(skipped)} skipped, "
-              f"{len(todo)} to extract with {', '.join(cfg.extractors)} on {device} -> {out}")
-    batchers = {n: ClipBatcher(n, extractors[n], cfg.batch_size) for n in cfg.extractors}
-    failed, rows, frames, decode_s, processed = [], {n: 0 for n in cfg.extractors}, 0, 0.0, 0
-    pending = {}        # video id -> [VideoInputs, {extractor: [unit outputs]}, {extractor: units left}, t_arrived]
-
-    with FeatureWriter(out, dtype=cfg.dtype, compression=cfg.compression, commit_every=cfg.commit_every,
-                       consolidate=cfg.consolidate) as writer:
+    vlog.info(f"run {run_date}: rank {rank}/{world}, {len(plan.records)} records, {plan.already_done} already stored, "
+              f"{len(plan.skipped)} skipped, {len(plan.todo)} to extract with {', '.join(cfg.extractors)} on {device} -> {out}")
+    with FeatureWriter(out, dtype=cfg.dtype, compression=cfg.compression, commit_every=cfg.commit_every, consolidate=cfg.consolidate) as writer:
         for n in cfg.extractors: writer.set_provenance(n, extractor_provenance(n, extractors[n], cfg))
-        bar = tqdm(total=len(todo), unit="video", desc=f"extract[{rank}/{world}]" if world > 1 else "extract",
-                   disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0)
-
-        def finish(vid):
-            nonlocal processed
-            item, outs, _, t_arr = pending.pop(vid)
-            got = {n: (np.concatenate(outs[n]) if len(outs[n]) > 1 else outs[n][0])[p.rows] for n, p in item.plans.items()}
-            bad = [n for n, x in got.items() if not np.isfinite(x).all()]
-            bar.update(1)
-            if bad:                           # a model that returns NaN/Inf for a video: a failed video, not stored rows
-                why = f"non-finite features from {', '.join(bad)} (NaN/Inf in the model output)"
-                failed.append(dict(id=vid, path=item.path, reason=why)); writer.mark(vid, "failed", why, item.path)
-                vlog.info(f"{vid}: failed, {why}"); return
-            for n, plan in item.plans.items(): writer.add(n, vid, got[n], plan.spans); rows[n] += len(plan.rows)
-            m = item.meta
-            writer.describe(vid, m.fps, m.n_frames, m.duration, item.path)
-            processed += 1
-            vlog.info(f"{vid}: ok, " + ", ".join(f"{n} {len(p.rows)} rows" for n, p in item.plans.items()) +
-                      f", {item.frames} frames, decode {item.decode_s:.2f}s, {time.perf_counter() - t_arr:.2f}s in flight")
-
-        def drain(final=False):
-            for n, b in batchers.items():
-                while b.ready(final):
-                    for vid, first, y in b.run():
-                        _, outs, left, _ = pending[vid]
-                        outs[n].append(y); left[n] -= len(y)
-                        if not any(left.values()): finish(vid)
-
-        loader = video_loader(VideoInputDataset(todo, extractors, needs, cfg.frames, cfg.clips, cfg.flow_method, cfg.flow_size,
-                                                cfg.backend), cfg.num_workers) if todo else []
-        for item in loader:
-            decode_s += item.decode_s; frames += item.frames
-            if item.error is not None:
-                failed.append(dict(id=item.video_id, path=item.path, reason=item.error))
-                writer.mark(item.video_id, "failed", item.error, item.path); bar.update(1)
-                vlog.info(f"{item.video_id}: failed, {item.error} ({item.path})"); continue
-            pending[item.video_id] = [item, {n: [] for n in item.inputs}, {n: len(x) for n, x in item.inputs.items()}, time.perf_counter()]
-            for n, x in item.inputs.items(): batchers[n].put(item.video_id, x)
-            drain()
-            el = time.perf_counter() - t_start
-            bar.set_postfix(frames_s=f"{frames / el:.1f}", failed=len(failed), refresh=False)
-        drain(final=True)
-        for s in skipped:
-            if s["id"] not in status: writer.mark(s["id"], "skipped", s["reason"], s["path"])
-        bar.close()
-
+        run = _stream(cfg, plan, extractors, writer, vlog, rank, world)
     wall = time.perf_counter() - t_start
-    summary = dict(run_date=run_date, store=str(cfg.out), out=str(out), rank=rank, world_size=world, device=str(device),
-                   extractors=list(cfg.extractors), total=len(mine), already_done=n_done, processed=processed,
-                   skipped=skipped, failed=failed, rows=rows, frames_decoded=frames, wall_s=wall,
-                   videos_per_s=processed / wall if wall else 0.0, frames_per_s=frames / wall if wall else 0.0,
-                   decode_s=decode_s, model_s=sum(b.model_s for b in batchers.values()),
-                   batches={n: b.batches for n, b in batchers.items()}, peak_rss_mb=peak_rss_mb(), config=config_to_dict(cfg))
+    summary = _run_summary(cfg, plan, run, rank, world, out, device, run_date, wall)
     save_json(summary, out.with_suffix(".summary.json"))
-    vlog.info(f"done: {processed} extracted, {n_done} already stored, {len(skipped)} skipped, {len(failed)} failed in {wall:.1f}s")
+    vlog.info(f"done: {run.processed} extracted, {plan.already_done} already stored, {len(plan.skipped)} skipped, {len(run.failed)} failed in {wall:.1f}s")
     for h in list(vlog.handlers): vlog.removeHandler(h); h.close()
-    log.info(f"extract{f'[{rank}/{world}]' if world > 1 else ''}: {processed} videos extracted, {n_done} already stored, "
-             f"{len(skipped)} skipped, {len(failed)} failed in {wall:.1f} s ({summary['videos_per_s']:.2f} videos/s) -> {out}")
+    get_logger("xattn.extract").info(
+        f"extract{f'[{rank}/{world}]' if world > 1 else ''}: {run.processed} videos extracted, {plan.already_done} already stored, "
+        f"{len(plan.skipped)} skipped, {len(run.failed)} failed in {wall:.1f} s ({summary['videos_per_s']:.2f} videos/s) -> {out}")
     if world > 1 and cfg.merge: summary["merged"] = _merge_when_all_done(cfg, rank, world)
     return summary
 
+# %% ../nbs/04a_extract.ipynb #3ae882c7
 def _merge_when_all_done(cfg: ExtractConfig, rank: int, world: int) -> str | None:
     "Under torchrun: wait for every rank, then rank 0 merges the shard files into `cfg.out`."
     import torch.distributed as dist

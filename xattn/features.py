@@ -14,6 +14,7 @@ from .core import XattnError, get_logger, save_json
 from .data import VideoRecord, load_ssv2
 from .store import FeatureStore, FeatureWriter
 from .model import build_model
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['TOY_SEMANTIC', 'TOY_MOTION', 'SEMANTIC_TOKENS', 'MOTION_TOKENS', 'write_toy_store', 'write_toy_dataset',
@@ -83,10 +84,11 @@ def motion_sequence(rows: np.ndarray, token: str = "all") -> np.ndarray:
     if token == "mean": return rows.mean(1)
     raise XattnError(f"motion_token={token!r}: use one of {MOTION_TOKENS}")
 
-# %% ../nbs/05a_features.ipynb #2b94cab8
+# %% ../nbs/05a_features.ipynb #04cc3db9
 def _open_store(store):
     return FeatureStore(store) if isinstance(store, (str, Path)) else store
 
+# %% ../nbs/05a_features.ipynb #73df152d
 class FeatureDataset(Dataset):
     "Items `dict(sem [Ts,Ds], mot [Tm,Dm], label, id, view)` for the labelled `records` found in `store`."
     def __init__(self, store, records, semantic: str = "dinov3_vits16plus", motion: str = "i3d_r50_flow",
@@ -117,40 +119,46 @@ class FeatureDataset(Dataset):
         if self.skipped: get_logger("xattn.features").warning(f"FeatureDataset: {len(self.skipped)} of {len(records)} videos skipped "
                                                            f"(e.g. {self.skipped[0][0]}: {self.skipped[0][1]})")
 
-    @property
-    def store(self):
-        if self._store is None: self._store = _open_store(self._store_arg)
-        return self._store
+# %% ../nbs/05a_features.ipynb #de41aa74
+@patch(as_prop=True)
+def store(self: FeatureDataset):
+    if self._store is None: self._store = _open_store(self._store_arg)
+    return self._store
 
-    def __getstate__(self):   # a path-backed store is reopened in each worker process
-        d = dict(self.__dict__)
-        if isinstance(self._store_arg, (str, Path)): d["_store"] = None
-        return d
+@patch
+def __getstate__(self: FeatureDataset):   # a path-backed store is reopened in each worker process
+    d = dict(self.__dict__)
+    if isinstance(self._store_arg, (str, Path)): d["_store"] = None
+    return d
 
-    def __len__(self): return len(self.items)
+# %% ../nbs/05a_features.ipynb #dcc20c79
+@patch
+def __len__(self: FeatureDataset): return len(self.items)
 
-    @property
-    def labels(self) -> np.ndarray: return np.array([self.records[i].label for i, _ in self.items])
+@patch(as_prop=True)
+def labels(self: FeatureDataset) -> np.ndarray: return np.array([self.records[i].label for i, _ in self.items])
 
-    def _frames_in_clip(self, vid, clip):
-        "Indices of the semantic rows whose time span centre lies in the span of motion clip `clip`."
-        ss, ms = np.asarray(self.store.spans(self.semantic, vid)), np.asarray(self.store.spans(self.motion, vid))
-        c = ss.mean(1); a, b = ms[clip]
-        idx = np.nonzero((c >= a) & (c <= b))[0]
-        return idx if len(idx) else np.array([int(np.argmin(np.abs(c - (a + b) / 2)))])
+@patch
+def _frames_in_clip(self: FeatureDataset, vid, clip):
+    "Indices of the semantic rows whose time span centre lies in the span of motion clip `clip`."
+    ss, ms = np.asarray(self.store.spans(self.semantic, vid)), np.asarray(self.store.spans(self.motion, vid))
+    c = ss.mean(1); a, b = ms[clip]
+    idx = np.nonzero((c >= a) & (c <= b))[0]
+    return idx if len(idx) else np.array([int(np.argmin(np.abs(c - (a + b) / 2)))])
 
-    def __getitem__(self, i):
-        ri, clip = self.items[i]; r = self.records[ri]
-        srows, mrows = np.asarray(self.store.get(self.semantic, r.id)), np.asarray(self.store.get(self.motion, r.id))
-        if clip is not None: srows, mrows = srows[self._frames_in_clip(r.id, clip)], mrows[clip:clip + 1]
-        sem = torch.from_numpy(np.ascontiguousarray(semantic_sequence(srows, self.semantic_token, self.semantic_names), dtype=np.float32))
-        mot = torch.from_numpy(np.ascontiguousarray(motion_sequence(mrows, self.motion_token), dtype=np.float32))
-        return dict(sem=sem, mot=mot, label=int(r.label), id=r.id, view=0 if clip is None else clip)
+@patch
+def __getitem__(self: FeatureDataset, i):
+    ri, clip = self.items[i]; r = self.records[ri]
+    srows, mrows = np.asarray(self.store.get(self.semantic, r.id)), np.asarray(self.store.get(self.motion, r.id))
+    if clip is not None: srows, mrows = srows[self._frames_in_clip(r.id, clip)], mrows[clip:clip + 1]
+    sem = torch.from_numpy(np.ascontiguousarray(semantic_sequence(srows, self.semantic_token, self.semantic_names), dtype=np.float32))
+    mot = torch.from_numpy(np.ascontiguousarray(motion_sequence(mrows, self.motion_token), dtype=np.float32))
+    return dict(sem=sem, mot=mot, label=int(r.label), id=r.id, view=0 if clip is None else clip)
 
-    @property
-    def dims(self) -> tuple[int, int]:
-        "`(d_sem, d_mot)`: the feature widths `build_model` needs."
-        it = self[0]; return it["sem"].shape[-1], it["mot"].shape[-1]
+@patch(as_prop=True)
+def dims(self: FeatureDataset) -> tuple[int, int]:
+    "`(d_sem, d_mot)`: the feature widths `build_model` needs."
+    it = self[0]; return it["sem"].shape[-1], it["mot"].shape[-1]
 
 # %% ../nbs/05a_features.ipynb #535e8190
 def _pad(seqs: list[torch.Tensor]):

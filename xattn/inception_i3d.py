@@ -62,7 +62,7 @@ class InceptionBlock(nn.Module):
     def forward(self, x):
         return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1)
 
-# %% ../nbs/03a_inception_i3d.ipynb #53b30da3
+# %% ../nbs/03a_inception_i3d.ipynb #0571d726
 INCEPTION_I3D_ENDPOINTS = (
     ("Conv3d_1a_7x7", "unit", 64, (7, 7, 7), (2, 2, 2)),
     ("MaxPool3d_2a_3x3", "pool", None, (1, 3, 3), (1, 2, 2)),
@@ -82,6 +82,7 @@ INCEPTION_I3D_ENDPOINTS = (
     ("Mixed_5c", "mixed", (384, 192, 384, 48, 128, 128), None, None),
 )
 
+# %% ../nbs/03a_inception_i3d.ipynb #a4c923e0
 class InceptionI3d(nn.Module):
     "Inception-I3D with the piergiaj/pytorch-i3d parameter layout; `extract_features` and per-step `forward` logits."
     def __init__(self, num_classes: int = 400, in_channels: int = 3, dropout: float = 0.5):

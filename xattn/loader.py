@@ -93,7 +93,7 @@ def make_loader(ds: VideoClipDataset, batch_size: int = 8, workers: int = 0, shu
                       worker_init_fn=worker_init_fn if workers else None, generator=g, persistent_workers=False,
                       prefetch_factor=prefetch if workers else None, pin_memory=torch.cuda.is_available())
 
-# %% ../nbs/01c_loader.ipynb #76b7f2f8
+# %% ../nbs/01c_loader.ipynb #ee9b5143
 @dataclass
 class DecodeBenchConfig:
     "Settings of `xattn bench decode`."
@@ -116,6 +116,7 @@ def _torchcodec_available() -> bool:
     except Exception: return False
     return True
 
+# %% ../nbs/01c_loader.ipynb #6612db3c
 def bench_decode(cfg: DecodeBenchConfig = DecodeBenchConfig()) -> dict:
     "Decode throughput of each backend (sequential and sparse-uniform) and of the DataLoader; a JSON-able dict."
     vdir = Path(cfg.videos) if cfg.videos else repo_root().parent/"shared"/"data"/"videos"

@@ -115,7 +115,7 @@ def write_report(records: list[VideoRecord], out, title: str = "dataset report")
     fig = report_figure(records, title); fig.savefig(out/"report.png", dpi=90); plt.close(fig)
     return summary
 
-# %% ../nbs/01d_qc.ipynb #7e430fb6
+# %% ../nbs/01d_qc.ipynb #873b3e5b
 @dataclass
 class ProbeConfig:
     "What `xattn probe` reads and how."
@@ -164,6 +164,7 @@ def load_source(cfg: ScanConfig) -> list[VideoRecord]:
     if cfg.source == "list": return load_video_list(cfg.root)
     raise XattnError(f"--source {cfg.source!r}: use ssv2, folders, frames or list")
 
+# %% ../nbs/01d_qc.ipynb #cf04d84f
 @cli_command("scan")
 def scan_cli(argv: list[str]) -> int:
     "Quality control: probe a dataset, apply filters, write manifest.csv/jsonl, summary.json and report.png."

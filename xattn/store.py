@@ -10,6 +10,7 @@ import numpy as np
 import h5py
 import xattn
 from .core import XattnError, get_logger, to_jsonable, cli_command, parse_config_args
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['log', 'STORE_FORMAT', 'STORE_VERSION', 'COMPRESSIONS', 'VOLATILE_PROVENANCE', 'StoreError', 'StoreKeyError',
@@ -53,7 +54,7 @@ def chunk_rows(tokens: int, dim: int, itemsize: int, chunk_bytes: int = 1 << 16)
     "Rows per chunk so that one chunk holds about `chunk_bytes` (at least one row)."
     return max(1, chunk_bytes // max(1, tokens * dim * itemsize))
 
-# %% ../nbs/04_store.ipynb #2debb7a0
+# %% ../nbs/04_store.ipynb #c00b42c1
 def _fsync_path(p: Path):
     "fsync a file or directory (best effort on file systems that do not support it for directories)."
     try:
@@ -66,6 +67,7 @@ def _str_ds(g, name, values):
     g.create_dataset(name, data=np.array(list(values), dtype=object), dtype=h5py.string_dtype())
 
 _STATUS_KEYS = ("video_id", "status", "reason", "path")
+
 _VIDEO_KEYS = {"video_id": None, "fps": np.float64, "n_frames": np.int64, "duration": np.float64, "path": None}
 
 def _write_tables(f, status: list | None, videos: list | None):
@@ -91,6 +93,7 @@ class _GroupPlan:
     blocks: object            # iterable of (rows [n, tokens, dim], spans [n, 2]) in index order
     compression: str = "none"
 
+# %% ../nbs/04_store.ipynb #48cbb0ea
 def _write_store_file(path: Path, groups: dict, status: list | None = None, chunk_bytes: int = 1 << 16, videos: list | None = None) -> Path:
     "Write a complete store file at `path` atomically from `groups` (name -> `_GroupPlan`), `status` and `videos` rows."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,92 +233,118 @@ class FeatureStore:
             raise StoreKeyError(f"extractor {extractor!r} not in store {self.path} (it has {sorted(ix)})")
         return ix[extractor]
 
-    @property
-    def extractors(self) -> list[str]:
-        "Names of the extractors in the store."
-        return sorted(self._ix())
-
-    def video_ids(self, extractor: str) -> list[str]:
-        "Ids of the videos with rows for `extractor`, in store order."
-        return list(self._get_ix(extractor).loc)
-
-    def provenance(self, extractor: str) -> dict:
-        "The provenance dict recorded for `extractor`."
-        return dict(self._get_ix(extractor).provenance)
-
-    def status(self) -> dict:
-        "Videos recorded as skipped or failed: id -> {status, reason, path}."
-        self._ix(); return dict(self._status)
-
-    def video_meta(self, video_id: str) -> dict | None:
-        "What the writer recorded about `video_id` (fps, n_frames, duration, path), or None."
-        self._ix(); return self._videos.get(video_id)
-
-    def __getitem__(self, extractor: str) -> "ExtractorView": self._get_ix(extractor); return ExtractorView(self, extractor)
-    def __contains__(self, extractor: str) -> bool: return extractor in self._ix()
     def __repr__(self):
         return f"FeatureStore({self.path}, {len(self.files)} file(s), " + ", ".join(
             f"{k}: {len(v.loc)} videos x [{v.tokens}, {v.dim}] {v.dtype}" for k, v in sorted(self._ix().items())) + ")"
 
     # --- handles: per process, lazily ---------------------------------------------------------------
-    def _file(self, fi: int) -> h5py.File:
-        if self._pid != os.getpid(): self._h, self._ds, self._pid = {}, {}, os.getpid()   # forked: never share HDF5 handles
-        f = self._h.get(fi)
-        if f is None: f = self._h[fi] = h5py.File(self.files[fi], "r", rdcc_nbytes=self.cache_mb << 20)
-        return f
-
-    def _dataset(self, fi: int, extractor: str, what: str) -> h5py.Dataset:
-        "The `rows`/`spans` dataset of `extractor` in file `fi` (looked up once per process)."
-        if self._pid != os.getpid(): self._h, self._ds, self._pid = {}, {}, os.getpid()
-        d = self._ds.get((fi, extractor, what))
-        if d is None: d = self._ds[(fi, extractor, what)] = self._file(fi)[extractor][what]
-        return d
-
-    def __getstate__(self):
-        d = dict(self.__dict__); d.update(_h={}, _ds={}, _pid=None); return d
-
-    def close(self):
-        "Close this process's HDF5 handles (they reopen on the next read)."
-        if self._pid == os.getpid():
-            for f in self._h.values(): f.close()
-        self._h, self._ds = {}, {}
-    def __enter__(self): return self
-    def __exit__(self, *a): self.close()
 
     # --- reading ------------------------------------------------------------------------------------
-    def _loc(self, extractor, video_id):
-        ix = self._get_ix(extractor)
-        try: return ix.loc[video_id]
-        except KeyError:
-            why = (self._status or {}).get(video_id)
-            raise StoreKeyError(f"video {video_id!r} has no {extractor} features in {self.path}"
-                                + (f" (it was {why['status']}: {why['reason']})" if why else "")) from None
 
-    def get(self, extractor: str, video_id: str) -> np.ndarray:
-        "The rows `[count, tokens, dim]` of `video_id` for `extractor`."
-        fi, o, c = self._loc(extractor, video_id)
-        if self._mem is not None: return self._mem[extractor][0][fi][o:o + c]
-        return self._dataset(fi, extractor, "rows")[o:o + c]
+# %% ../nbs/04_store.ipynb #fd4848d4
+@patch(as_prop=True)
+def extractors(self: FeatureStore) -> list[str]:
+    "Names of the extractors in the store."
+    return sorted(self._ix())
 
-    def spans(self, extractor: str, video_id: str) -> np.ndarray:
-        "Clip spans `[count, 2]` (start, end seconds) of the rows of `video_id`."
-        fi, o, c = self._loc(extractor, video_id)
-        if self._mem is not None: return self._mem[extractor][1][fi][o:o + c]
-        return self._dataset(fi, extractor, "spans")[o:o + c]
+@patch
+def video_ids(self: FeatureStore, extractor: str) -> list[str]:
+    "Ids of the videos with rows for `extractor`, in store order."
+    return list(self._get_ix(extractor).loc)
 
-    def load(self) -> "FeatureStore":
-        "Read every row into memory (read-only NumPy arrays); later reads touch no file."
-        mem = {}
-        for name in self._ix():
-            rows, spans = [], []
-            for fi in range(len(self.files)):
-                f = self._file(fi)
-                r, s = (f[name]["rows"][()], f[name]["spans"][()]) if name in f else (np.zeros((0,)), np.zeros((0, 2)))
-                r.flags.writeable = s.flags.writeable = False
-                rows.append(r); spans.append(s)
-            mem[name] = (rows, spans)
-        self._mem = mem; self.close()
-        return self
+@patch
+def provenance(self: FeatureStore, extractor: str) -> dict:
+    "The provenance dict recorded for `extractor`."
+    return dict(self._get_ix(extractor).provenance)
+
+@patch
+def status(self: FeatureStore) -> dict:
+    "Videos recorded as skipped or failed: id -> {status, reason, path}."
+    self._ix(); return dict(self._status)
+
+@patch
+def video_meta(self: FeatureStore, video_id: str) -> dict | None:
+    "What the writer recorded about `video_id` (fps, n_frames, duration, path), or None."
+    self._ix(); return self._videos.get(video_id)
+
+@patch
+def __getitem__(self: FeatureStore, extractor: str) -> "ExtractorView": self._get_ix(extractor); return ExtractorView(self, extractor)
+
+@patch
+def __contains__(self: FeatureStore, extractor: str) -> bool: return extractor in self._ix()
+
+# %% ../nbs/04_store.ipynb #7b3ad774
+@patch
+def _file(self: FeatureStore, fi: int) -> h5py.File:
+    if self._pid != os.getpid(): self._h, self._ds, self._pid = {}, {}, os.getpid()   # forked: never share HDF5 handles
+    f = self._h.get(fi)
+    if f is None: f = self._h[fi] = h5py.File(self.files[fi], "r", rdcc_nbytes=self.cache_mb << 20)
+    return f
+
+@patch
+def _dataset(self: FeatureStore, fi: int, extractor: str, what: str) -> h5py.Dataset:
+    "The `rows`/`spans` dataset of `extractor` in file `fi` (looked up once per process)."
+    if self._pid != os.getpid(): self._h, self._ds, self._pid = {}, {}, os.getpid()
+    d = self._ds.get((fi, extractor, what))
+    if d is None: d = self._ds[(fi, extractor, what)] = self._file(fi)[extractor][what]
+    return d
+
+@patch
+def __getstate__(self: FeatureStore):
+    d = dict(self.__dict__); d.update(_h={}, _ds={}, _pid=None); return d
+
+@patch
+def close(self: FeatureStore):
+    "Close this process's HDF5 handles (they reopen on the next read)."
+    if self._pid == os.getpid():
+        for f in self._h.values(): f.close()
+    self._h, self._ds = {}, {}
+
+@patch
+def __enter__(self: FeatureStore): return self
+
+@patch
+def __exit__(self: FeatureStore, *a): self.close()
+
+# %% ../nbs/04_store.ipynb #b3425d79
+@patch
+def _loc(self: FeatureStore, extractor, video_id):
+    ix = self._get_ix(extractor)
+    try: return ix.loc[video_id]
+    except KeyError:
+        why = (self._status or {}).get(video_id)
+        raise StoreKeyError(f"video {video_id!r} has no {extractor} features in {self.path}"
+                            + (f" (it was {why['status']}: {why['reason']})" if why else "")) from None
+
+@patch
+def get(self: FeatureStore, extractor: str, video_id: str) -> np.ndarray:
+    "The rows `[count, tokens, dim]` of `video_id` for `extractor`."
+    fi, o, c = self._loc(extractor, video_id)
+    if self._mem is not None: return self._mem[extractor][0][fi][o:o + c]
+    return self._dataset(fi, extractor, "rows")[o:o + c]
+
+@patch
+def spans(self: FeatureStore, extractor: str, video_id: str) -> np.ndarray:
+    "Clip spans `[count, 2]` (start, end seconds) of the rows of `video_id`."
+    fi, o, c = self._loc(extractor, video_id)
+    if self._mem is not None: return self._mem[extractor][1][fi][o:o + c]
+    return self._dataset(fi, extractor, "spans")[o:o + c]
+
+# %% ../nbs/04_store.ipynb #6a0f8452
+@patch
+def load(self: FeatureStore) -> "FeatureStore":
+    "Read every row into memory (read-only NumPy arrays); later reads touch no file."
+    mem = {}
+    for name in self._ix():
+        rows, spans = [], []
+        for fi in range(len(self.files)):
+            f = self._file(fi)
+            r, s = (f[name]["rows"][()], f[name]["spans"][()]) if name in f else (np.zeros((0,)), np.zeros((0, 2)))
+            r.flags.writeable = s.flags.writeable = False
+            rows.append(r); spans.append(s)
+        mem[name] = (rows, spans)
+    self._mem = mem; self.close()
+    return self
 
 # %% ../nbs/04_store.ipynb #5a839c27
 class ExtractorView:
@@ -367,103 +396,6 @@ class FeatureWriter:
 
     def __repr__(self): return f"FeatureWriter({self.path}, pending {len(self._pending_ids)} videos, committed {self.committed_videos})"
 
-    def _dtype(self, extractor: str) -> str:
-        if isinstance(self.dtype, dict) and extractor in self.dtype: want = np.dtype(self.dtype[extractor]).name
-        else: want = None
-        have = self._existing[extractor].dtype if extractor in self._existing else None
-        if want and have and want != have:
-            raise StoreError(f"{self.path}: extractor {extractor} is stored as {have}; cannot append {want} rows (use a new store)")
-        d = want or have or np.dtype(self.dtype if isinstance(self.dtype, str) else "float16").name
-        if d not in ("float16", "float32"): raise StoreError(f"dtype {d!r} for {extractor}: use 'float16' or 'float32'")
-        return d
-
-    def set_provenance(self, extractor: str, provenance: dict):
-        "Record what produced the rows of `extractor`; refuses provenance that disagrees with the stored one."
-        _check_name(extractor)
-        prov = {"extractor": extractor, **to_jsonable(provenance)}
-        prov.setdefault("xattn_version", xattn.__version__)
-        prov.setdefault("created", datetime.datetime.now().isoformat(timespec="seconds"))
-        if extractor in self._existing:
-            diff = provenance_diff(self._existing[extractor].provenance, prov)
-            if diff: raise StoreError(f"{self.path}: extractor {extractor} was stored with different provenance ({'; '.join(diff)}); "
-                                      "write to a new store or delete the old one")
-            prov = self._existing[extractor].provenance
-        self._prov[extractor] = prov
-
-    def stored(self, extractor: str) -> set:
-        "Video ids already stored (or added by this writer) for `extractor`."
-        ix = self._existing.get(extractor)
-        return set(ix.loc if ix else ()) | self._seen.get(extractor, set())
-
-    def add(self, extractor: str, video_id: str, rows: np.ndarray, spans: np.ndarray):
-        "Buffer the rows `[n, tokens, dim]` and spans `[n, 2]` of `video_id` for `extractor`."
-        _check_name(extractor)
-        if self.closed: raise StoreError(f"{self.path}: writer is closed")
-        rows = np.asarray(rows.detach().cpu() if hasattr(rows, "detach") else rows)
-        spans = np.asarray(spans, dtype=np.float64)
-        if rows.ndim != 3 or spans.shape != (len(rows), 2):
-            raise StoreError(f"{extractor}/{video_id}: rows must be [n, tokens, dim] and spans [n, 2], got {rows.shape} and {spans.shape}")
-        ix = self._existing.get(extractor)
-        shape = (ix.tokens, ix.dim) if ix else next((r[0].shape[1:] for r in self._pending.get(extractor, [])), None)
-        if shape is not None and tuple(rows.shape[1:]) != tuple(shape):
-            raise StoreError(f"{extractor}/{video_id}: rows [{rows.shape[1]}, {rows.shape[2]}] but the store holds [{shape[0]}, {shape[1]}]")
-        if video_id in self._seen.get(extractor, ()) or (ix and video_id in ix.loc):
-            raise StoreError(f"{extractor}/{video_id} is already in {self.path}; completed videos are never rewritten")
-        if not np.isfinite(rows).all(): raise StoreError(f"{extractor}/{video_id}: rows contain NaN or Inf; not stored")
-        dt = self._dtype(extractor)
-        if dt == "float16" and rows.size and np.abs(rows).max() > np.finfo(np.float16).max:
-            raise StoreError(f"{extractor}/{video_id}: |x| up to {np.abs(rows).max():.3g} overflows float16; "
-                             f"store it as float32 (dtype={{'{extractor}': 'float32'}})")
-        if extractor not in self._prov:
-            log.warning(f"{self.path}: no provenance set for {extractor}; recording weights='unknown' (call set_provenance)")
-            self.set_provenance(extractor, {"weights": "unknown"})
-        if self._pending_ids and video_id != self._pending_ids[-1] and video_id not in self._pending_ids: self._maybe_commit()
-        if not self._pending_ids or self._pending_ids[-1] != video_id: self._pending_ids.append(video_id)
-        self._pending.setdefault(extractor, []).append((rows.astype(dt), spans, video_id))
-        self._seen.setdefault(extractor, set()).add(video_id)
-        self._pending_bytes += rows.size * np.dtype(dt).itemsize
-
-    def describe(self, video_id: str, fps: float | None = None, n_frames: int | None = None, duration: float | None = None,
-                 path: str | Path = ""):
-        "Record what exports need to know about `video_id`: frame rate, frame count, duration, source path."
-        self._pending_videos.append(dict(video_id=video_id, fps=fps, n_frames=n_frames, duration=duration, path=str(path)))
-
-    def mark(self, video_id: str, status: str, reason: str, path: str | Path = ""):
-        "Record that `video_id` was skipped or failed (`status`) and why."
-        self._pending_status.append(dict(video_id=video_id, status=status, reason=reason, path=str(path)))
-        if video_id not in self._pending_ids: self._pending_ids.append(video_id)
-
-    def _maybe_commit(self):
-        if (len(self._pending_ids) >= self.commit_every or self._pending_bytes >= self.commit_mb * 2**20
-                or time.monotonic() - self._t_commit >= self.commit_seconds): self.commit()
-
-    def commit(self) -> Path | None:
-        "Write the buffered videos as a new segment (atomically); returns its path, or None if nothing was buffered."
-        self._t_commit = time.monotonic()
-        if not self._pending_ids: return None
-        groups = {}
-        for name, items in self._pending.items():
-            rows0 = items[0][0]
-            groups[name] = _GroupPlan([v for _, _, v in items], np.array([len(r) for r, _, _ in items]), rows0.shape[1],
-                                      rows0.shape[2], rows0.dtype.name, self._prov[name], ((r, s) for r, s, _ in items), self.compression)
-        d = parts_dir(self.path); d.mkdir(exist_ok=True)
-        seq = 1 + max([int(q.name.split("-")[0]) for q in _segments(self.path)] or [0])
-        seg = _write_store_file(d/f"{seq:06d}-{os.getpid()}-{uuid.uuid4().hex[:6]}.h5", groups, self._pending_status,
-                                self.chunk_bytes, self._pending_videos)
-        self.committed_videos += len(self._pending_ids); self.segments_written += 1
-        self._pending, self._pending_status, self._pending_videos, self._pending_ids, self._pending_bytes = {}, [], [], [], 0
-        return seg
-
-    def close(self):
-        "Commit what is buffered and (if `consolidate`) merge main file and segments into one file; releases the lock."
-        if self.closed: return
-        try:
-            self.commit()
-            if self.consolidate and _segments(self.path): consolidate_store(self.path, chunk_bytes=self.chunk_bytes)
-        finally:
-            self.closed = True
-            self._lock.close()
-
     def __enter__(self): return self
     def __exit__(self, typ, exc, tb):
         if typ is None: self.close()
@@ -471,7 +403,119 @@ class FeatureWriter:
             try: self.commit()
             finally: self.closed = True; self._lock.close()
 
-# %% ../nbs/04_store.ipynb #5f88650f
+# %% ../nbs/04_store.ipynb #8f868e37
+@patch
+def _dtype(self: FeatureWriter, extractor: str) -> str:
+    if isinstance(self.dtype, dict) and extractor in self.dtype: want = np.dtype(self.dtype[extractor]).name
+    else: want = None
+    have = self._existing[extractor].dtype if extractor in self._existing else None
+    if want and have and want != have:
+        raise StoreError(f"{self.path}: extractor {extractor} is stored as {have}; cannot append {want} rows (use a new store)")
+    d = want or have or np.dtype(self.dtype if isinstance(self.dtype, str) else "float16").name
+    if d not in ("float16", "float32"): raise StoreError(f"dtype {d!r} for {extractor}: use 'float16' or 'float32'")
+    return d
+
+# %% ../nbs/04_store.ipynb #890757be
+@patch
+def set_provenance(self: FeatureWriter, extractor: str, provenance: dict):
+    "Record what produced the rows of `extractor`; refuses provenance that disagrees with the stored one."
+    _check_name(extractor)
+    prov = {"extractor": extractor, **to_jsonable(provenance)}
+    prov.setdefault("xattn_version", xattn.__version__)
+    prov.setdefault("created", datetime.datetime.now().isoformat(timespec="seconds"))
+    if extractor in self._existing:
+        diff = provenance_diff(self._existing[extractor].provenance, prov)
+        if diff: raise StoreError(f"{self.path}: extractor {extractor} was stored with different provenance ({'; '.join(diff)}); "
+                                  "write to a new store or delete the old one")
+        prov = self._existing[extractor].provenance
+    self._prov[extractor] = prov
+
+@patch
+def stored(self: FeatureWriter, extractor: str) -> set:
+    "Video ids already stored (or added by this writer) for `extractor`."
+    ix = self._existing.get(extractor)
+    return set(ix.loc if ix else ()) | self._seen.get(extractor, set())
+
+# %% ../nbs/04_store.ipynb #47756bbc
+@patch
+def add(self: FeatureWriter, extractor: str, video_id: str, rows: np.ndarray, spans: np.ndarray):
+    "Buffer the rows `[n, tokens, dim]` and spans `[n, 2]` of `video_id` for `extractor`."
+    _check_name(extractor)
+    if self.closed: raise StoreError(f"{self.path}: writer is closed")
+    rows = np.asarray(rows.detach().cpu() if hasattr(rows, "detach") else rows)
+    spans = np.asarray(spans, dtype=np.float64)
+    if rows.ndim != 3 or spans.shape != (len(rows), 2):
+        raise StoreError(f"{extractor}/{video_id}: rows must be [n, tokens, dim] and spans [n, 2], got {rows.shape} and {spans.shape}")
+    ix = self._existing.get(extractor)
+    shape = (ix.tokens, ix.dim) if ix else next((r[0].shape[1:] for r in self._pending.get(extractor, [])), None)
+    if shape is not None and tuple(rows.shape[1:]) != tuple(shape):
+        raise StoreError(f"{extractor}/{video_id}: rows [{rows.shape[1]}, {rows.shape[2]}] but the store holds [{shape[0]}, {shape[1]}]")
+    if video_id in self._seen.get(extractor, ()) or (ix and video_id in ix.loc):
+        raise StoreError(f"{extractor}/{video_id} is already in {self.path}; completed videos are never rewritten")
+    if not np.isfinite(rows).all(): raise StoreError(f"{extractor}/{video_id}: rows contain NaN or Inf; not stored")
+    dt = self._dtype(extractor)
+    if dt == "float16" and rows.size and np.abs(rows).max() > np.finfo(np.float16).max:
+        raise StoreError(f"{extractor}/{video_id}: |x| up to {np.abs(rows).max():.3g} overflows float16; "
+                         f"store it as float32 (dtype={{'{extractor}': 'float32'}})")
+    if extractor not in self._prov:
+        log.warning(f"{self.path}: no provenance set for {extractor}; recording weights='unknown' (call set_provenance)")
+        self.set_provenance(extractor, {"weights": "unknown"})
+    if self._pending_ids and video_id != self._pending_ids[-1] and video_id not in self._pending_ids: self._maybe_commit()
+    if not self._pending_ids or self._pending_ids[-1] != video_id: self._pending_ids.append(video_id)
+    self._pending.setdefault(extractor, []).append((rows.astype(dt), spans, video_id))
+    self._seen.setdefault(extractor, set()).add(video_id)
+    self._pending_bytes += rows.size * np.dtype(dt).itemsize
+
+# %% ../nbs/04_store.ipynb #12fc7981
+@patch
+def describe(self: FeatureWriter, video_id: str, fps: float | None = None, n_frames: int | None = None, duration: float | None = None,
+             path: str | Path = ""):
+    "Record what exports need to know about `video_id`: frame rate, frame count, duration, source path."
+    self._pending_videos.append(dict(video_id=video_id, fps=fps, n_frames=n_frames, duration=duration, path=str(path)))
+
+@patch
+def mark(self: FeatureWriter, video_id: str, status: str, reason: str, path: str | Path = ""):
+    "Record that `video_id` was skipped or failed (`status`) and why."
+    self._pending_status.append(dict(video_id=video_id, status=status, reason=reason, path=str(path)))
+    if video_id not in self._pending_ids: self._pending_ids.append(video_id)
+
+# %% ../nbs/04_store.ipynb #fad43212
+@patch
+def _maybe_commit(self: FeatureWriter):
+    if (len(self._pending_ids) >= self.commit_every or self._pending_bytes >= self.commit_mb * 2**20
+            or time.monotonic() - self._t_commit >= self.commit_seconds): self.commit()
+
+@patch
+def commit(self: FeatureWriter) -> Path | None:
+    "Write the buffered videos as a new segment (atomically); returns its path, or None if nothing was buffered."
+    self._t_commit = time.monotonic()
+    if not self._pending_ids: return None
+    groups = {}
+    for name, items in self._pending.items():
+        rows0 = items[0][0]
+        groups[name] = _GroupPlan([v for _, _, v in items], np.array([len(r) for r, _, _ in items]), rows0.shape[1],
+                                  rows0.shape[2], rows0.dtype.name, self._prov[name], ((r, s) for r, s, _ in items), self.compression)
+    d = parts_dir(self.path); d.mkdir(exist_ok=True)
+    seq = 1 + max([int(q.name.split("-")[0]) for q in _segments(self.path)] or [0])
+    seg = _write_store_file(d/f"{seq:06d}-{os.getpid()}-{uuid.uuid4().hex[:6]}.h5", groups, self._pending_status,
+                            self.chunk_bytes, self._pending_videos)
+    self.committed_videos += len(self._pending_ids); self.segments_written += 1
+    self._pending, self._pending_status, self._pending_videos, self._pending_ids, self._pending_bytes = {}, [], [], [], 0
+    return seg
+
+# %% ../nbs/04_store.ipynb #6545255f
+@patch
+def close(self: FeatureWriter):
+    "Commit what is buffered and (if `consolidate`) merge main file and segments into one file; releases the lock."
+    if self.closed: return
+    try:
+        self.commit()
+        if self.consolidate and _segments(self.path): consolidate_store(self.path, chunk_bytes=self.chunk_bytes)
+    finally:
+        self.closed = True
+        self._lock.close()
+
+# %% ../nbs/04_store.ipynb #bed731af
 def _runs(locs: list) -> list:
     "Coalesce `(file, offset, count)` entries into maximal contiguous runs `[file, offset, count]`."
     out = []
@@ -519,6 +563,7 @@ def merge_stores(inputs, out: str | Path, virtual: bool = False, compression: st
     finally:
         for h in handles: h.close()
 
+# %% ../nbs/04_store.ipynb #5cfdb889
 def _merge_virtual(files, index, status_rows, video_rows, out: Path) -> Path:
     "A merged store whose `rows`/`spans` are virtual datasets over `files`."
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -583,7 +628,7 @@ def store_diff(a, b, limit: int = 10) -> list[str]:
     if fa != fb: out.append(f"failed videos differ: {sorted(set(fa.items()) ^ set(fb.items()))[:limit]}")
     return out
 
-# %% ../nbs/04_store.ipynb #17678b65
+# %% ../nbs/04_store.ipynb #9fbb2d44
 def _check_file(p: Path, errors: list, warnings: list, scan_values: bool, block_rows: int) -> dict:
     "Check one store file; append problems to `errors`/`warnings`; return per-extractor facts."
     facts = {}
@@ -638,6 +683,7 @@ def _check_file(p: Path, errors: list, warnings: list, scan_values: bool, block_
             facts[name] = dict(ids=ids.tolist(), rows=n, tokens=tokens, dim=dim, dtype=str(rows.dtype), provenance=prov)
     return facts
 
+# %% ../nbs/04_store.ipynb #902ad093
 def check_store(path, scan_values: bool = True, block_rows: int = 4096) -> dict:
     "Validate the store `path`; returns `{ok, errors, warnings, files, extractors}` (`ok` means no errors)."
     files, errors, warnings = store_files(path), [], []

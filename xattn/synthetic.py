@@ -195,7 +195,7 @@ def write_mp4(frames: np.ndarray, path, fps: float = 12.0, crf: int = 0) -> Path
     os.replace(tmp, path)
     return path
 
-# %% ../nbs/01a_synthetic.ipynb #20e1e718
+# %% ../nbs/01a_synthetic.ipynb #ada9ed4d
 CONFIG_NAME = "synthetic_config.json"
 
 def _plan(cfg: SyntheticConfig) -> list[dict]:
@@ -215,6 +215,7 @@ def _entry(r) -> dict:
     t = r["cls"]["template"]
     return {"id": r["id"], "label": t.lower(), "template": t, "placeholders": []}
 
+# %% ../nbs/01a_synthetic.ipynb #ec45075e
 def make_synthetic_dataset(root, cfg: SyntheticConfig = SyntheticConfig(), overwrite: bool = False, progress: bool = True) -> Path:
     "Generate (or reuse) the synthetic dataset of `cfg` under `root`; returns `root`."
     from tqdm.auto import tqdm

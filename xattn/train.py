@@ -20,7 +20,7 @@ from .features import (FeatureDataset, DataConfig, collate_features, forward_bat
 
 # %% auto #0
 __all__ = ['TrainConfig', 'param_groups', 'warmup_cosine', 'rng_state', 'set_rng_state', 'init_distributed', 'validate',
-           'save_checkpoint', 'train', 'fit_and_evaluate', 'run_training', 'train_cli']
+           'save_checkpoint', 'TrainState', 'train', 'fit_and_evaluate', 'run_training', 'train_cli']
 
 # %% ../nbs/06_train.ipynb #acb9400d
 @dataclass
@@ -169,12 +169,19 @@ def _loader(ds, cfg: TrainConfig, shuffle: bool, rank: int, world: int, epoch: i
     if world > 1 and shard_eval: ds = Subset(ds, list(range(rank, len(ds), world)))
     return DataLoader(ds, shuffle=False, **kw)
 
-# %% ../nbs/06_train.ipynb #365ec2c5
-def train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig | dict | None = None, run_dir=None) -> dict:
-    "Train `model` on `train_ds`, select on `val_ds` top-1; checkpoints and metrics go to `run_dir`. Returns history and best."
-    from xattn.core import config_from_dict, make_run_dir
-    cfg = config_from_dict(TrainConfig, cfg) if isinstance(cfg, dict) or cfg is None else cfg
-    log = get_logger("xattn.train")
+# %% ../nbs/06_train.ipynb #a0ef03a7
+@dataclass
+class TrainState:
+    "What changes from epoch to epoch: the epoch and step reached, the history, the best epoch, epochs without improvement."
+    epoch: int = 0
+    step: int = 0
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: dict(epoch=0, score=-math.inf, top1=None))
+    bad_epochs: int = 0
+
+def _process_setup(cfg: TrainConfig, run_dir):
+    "`(rank, world, device, run_dir)`: join torchrun's group, pick the device, agree on one run directory, seed this rank."
+    from xattn.core import make_run_dir
     rank, world = init_distributed(cfg.device)
     device = get_device(cfg.device)
     if device.type == "cuda" and world > 1: device = torch.device("cuda", torch.cuda.current_device())
@@ -182,27 +189,83 @@ def train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig | dict | None = N
     if world > 1:   # every rank needs the same run directory
         import torch.distributed as dist
         box = [str(run_dir)]; dist.broadcast_object_list(box, src=0); run_dir = Path(box[0])
-    ckdir = run_dir/"checkpoints"
-    if rank == 0: ckdir.mkdir(parents=True, exist_ok=True)
+    if rank == 0: (run_dir/"checkpoints").mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed + rank, deterministic=cfg.deterministic)
-    amp_dtype = autocast_dtype(device, cfg.precision)
-    if len(train_ds) == 0: raise XattnError(f"train: the training set is empty (check the store and the split; skipped: {getattr(train_ds, 'skipped', [])[:3]})")
+    return rank, world, device, run_dir
 
-    model = model.to(device)
+# %% ../nbs/06_train.ipynb #ff4cf9e5
+def _optimisation(model, cfg: TrainConfig, steps_per_epoch: int, device, amp_dtype):
+    "AdamW over `param_groups`, warmup-cosine `LambdaLR` over all steps, and a grad scaler (active for fp16 only)."
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
-    steps_per_epoch = len(_loader(train_ds, cfg, True, rank, world))
-    total = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.min_lr_ratio))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    history, best, start, step, bad = [], dict(epoch=0, score=-math.inf, top1=None), 0, 0, 0
-    last = ckdir/"last.pt"
-    if cfg.resume and last.exists():
-        ck = read_checkpoint(last, map_location=device)
-        _unwrap(model).load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
-        if "scaler" in ck: scaler.load_state_dict(ck["scaler"])
-        set_rng_state(ck["rng"]) if world == 1 else set_rng_state(ck["rng_ranks"][rank]) if "rng_ranks" in ck else None
-        start, step, history, best, bad = ck["epoch"], ck["step"], ck["history"], ck["best"], ck["bad_epochs"]
-        if rank == 0: log.info(f"resumed from {last} after epoch {start}")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.epochs * steps_per_epoch,
+                                                                 int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.min_lr_ratio))
+    return opt, sched, torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+def _resume(last: Path, model, opt, sched, scaler, device, rank: int, world: int) -> TrainState:
+    "Restore weights, optimiser, schedule, scaler, RNG states and the `TrainState` from `last`."
+    ck = read_checkpoint(last, map_location=device)
+    _unwrap(model).load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
+    if "scaler" in ck: scaler.load_state_dict(ck["scaler"])
+    set_rng_state(ck["rng"]) if world == 1 else set_rng_state(ck["rng_ranks"][rank]) if "rng_ranks" in ck else None
+    return TrainState(ck["epoch"], ck["step"], ck["history"], ck["best"], ck["bad_epochs"])
+
+# %% ../nbs/06_train.ipynb #15bdb4cd
+def _train_epoch(ddp, model, loader, opt, sched, scaler, cfg: TrainConfig, device, amp_dtype, state: TrainState, jlog, world: int) -> float:
+    "One pass of AdamW steps over `loader` (label smoothing, clipping, AMP); returns the mean training loss over all ranks."
+    ddp.train()
+    tl = torch.zeros(2, dtype=torch.float64)
+    for b in loader:
+        y = b["label"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = F.cross_entropy(forward_batch(ddp, b, device).float(), y, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        gn = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        lr = opt.param_groups[0]["lr"]   # the rate this step used
+        scaler.step(opt); scaler.update(); sched.step(); state.step += 1
+        tl += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
+        if state.step % cfg.log_every == 0:
+            jlog(dict(kind="step", step=state.step, epoch=state.epoch + 1, loss=loss.item(), lr=lr, grad_norm=gn.item()))
+    tl = _all_sum(tl.to(device), world).cpu()
+    return tl[0].item() / max(tl[1].item(), 1)
+
+# %% ../nbs/06_train.ipynb #c155882c
+def _select(state: TrainState, rec: dict) -> bool:
+    "Append the epoch record, update the best epoch (validation top-1, else lowest training loss); True if it improved."
+    state.history.append(rec)
+    score = rec.get("val_top1", -rec["train_loss"])
+    improved = score > state.best["score"]
+    if improved: state.best, state.bad_epochs = dict(epoch=rec["epoch"], score=score, top1=rec.get("val_top1"),
+                                                     **{k: v for k, v in rec.items() if k.startswith("val_")}), 0
+    else: state.bad_epochs += 1
+    return improved
+
+def _save_epoch(ckdir: Path, model, opt, sched, scaler, state: TrainState, cfg: TrainConfig, improved: bool, rank: int, world: int):
+    "Write `last.pt` (and `best.pt` when the epoch improved) on rank 0, with every rank's RNG state under DDP."
+    extra = dict(**dataclasses.asdict(state), train_config=config_to_dict(cfg))
+    if world > 1:   # each rank's RNG, so dropout streams continue per rank after a resume
+        import torch.distributed as dist
+        allrng = [None] * world; dist.all_gather_object(allrng, rng_state()); extra["rng_ranks"] = allrng
+    if rank == 0:
+        save_checkpoint(ckdir/"last.pt", model, opt, sched, scaler, **extra)
+        if improved: save_checkpoint(ckdir/"best.pt", model, **extra)
+
+# %% ../nbs/06_train.ipynb #94fea445
+def train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig | dict | None = None, run_dir=None) -> dict:
+    "Train `model` on `train_ds`, select on `val_ds` top-1; checkpoints and metrics go to `run_dir`. Returns history and best."
+    from xattn.core import config_from_dict
+    cfg = config_from_dict(TrainConfig, cfg) if isinstance(cfg, dict) or cfg is None else cfg
+    if len(train_ds) == 0: raise XattnError(f"train: the training set is empty (check the store and the split; skipped: {getattr(train_ds, 'skipped', [])[:3]})")
+    log = get_logger("xattn.train")
+    rank, world, device, run_dir = _process_setup(cfg, run_dir)
+    ckdir, amp_dtype = run_dir/"checkpoints", autocast_dtype(device, cfg.precision)
+    model = model.to(device)
+    opt, sched, scaler = _optimisation(model, cfg, len(_loader(train_ds, cfg, True, rank, world)), device, amp_dtype)
+    state = TrainState()
+    if cfg.resume and (ckdir/"last.pt").exists():
+        state = _resume(ckdir/"last.pt", model, opt, sched, scaler, device, rank, world)
+        if rank == 0: log.info(f"resumed from {ckdir/'last.pt'} after epoch {state.epoch}")
     ddp = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -210,58 +273,30 @@ def train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig | dict | None = N
     jlog = _JsonlLog(run_dir/"metrics.jsonl", rank == 0, run_dir/"tensorboard" if cfg.tensorboard else None)
     val_loader = _loader(val_ds, cfg, False, rank, world, shard_eval=True) if val_ds is not None and len(val_ds) else None
     stopped_early, t0 = False, time.time()
-    bar = tqdm(range(start, cfg.epochs), desc="train", disable=rank != 0, initial=start, total=cfg.epochs)
+    bar = tqdm(range(state.epoch, cfg.epochs), desc="train", disable=rank != 0, initial=state.epoch, total=cfg.epochs)
     for epoch in bar:
-        ddp.train()
-        loader = _loader(train_ds, cfg, True, rank, world, epoch)
-        tl = torch.zeros(2, dtype=torch.float64)
-        for b in loader:
-            y = b["label"].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = F.cross_entropy(forward_batch(ddp, b, device).float(), y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            gn = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            lr = opt.param_groups[0]["lr"]   # the rate this step used
-            scaler.step(opt); scaler.update(); sched.step(); step += 1
-            tl += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
-            if step % cfg.log_every == 0:
-                jlog(dict(kind="step", step=step, epoch=epoch + 1, loss=loss.item(), lr=lr, grad_norm=gn.item()))
-        tl = _all_sum(tl.to(device), world).cpu()
-        rec = dict(kind="epoch", epoch=epoch + 1, step=step, train_loss=tl[0].item() / max(tl[1].item(), 1),
-                   lr=opt.param_groups[0]["lr"], time_s=round(time.time() - t0, 3))
+        loss = _train_epoch(ddp, model, _loader(train_ds, cfg, True, rank, world, epoch), opt, sched, scaler, cfg, device, amp_dtype, state, jlog, world)
+        rec = dict(kind="epoch", epoch=epoch + 1, step=state.step, train_loss=loss, lr=opt.param_groups[0]["lr"], time_s=round(time.time() - t0, 3))
         if val_loader is not None:
             v = validate(ddp, val_loader, device, amp_dtype, world)
             rec.update(val_loss=v["loss"], val_top1=v["top1"], val_top5=v["top5"], val_n=v["n"])
-        history.append(rec); jlog(rec)
-        score = rec.get("val_top1", -rec["train_loss"])   # without a validation set: the lowest training loss
-        improved = score > best["score"]
-        if improved: best, bad = dict(epoch=epoch + 1, score=score, top1=rec.get("val_top1"), **{k: v for k, v in rec.items() if k.startswith("val_")}), 0
-        else: bad += 1
-        stop = cfg.early_stop_patience > 0 and bad >= cfg.early_stop_patience
-        state = dict(epoch=epoch + 1, step=step, history=history, best=best, bad_epochs=bad, train_config=config_to_dict(cfg))
-        if world > 1:   # each rank's RNG, so dropout streams continue per rank after a resume
-            import torch.distributed as dist
-            allrng = [None] * world; dist.all_gather_object(allrng, rng_state()); state["rng_ranks"] = allrng
-        if rank == 0:
-            save_checkpoint(last, model, opt, sched, scaler, **state)
-            if improved: save_checkpoint(ckdir/"best.pt", model, **state)
+        jlog(rec); improved = _select(state, rec); state.epoch = epoch + 1
+        _save_epoch(ckdir, model, opt, sched, scaler, state, cfg, improved, rank, world)
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", **({"val_top1": f"{rec['val_top1']:.3f}"} if "val_top1" in rec else {}))
-        if stop:
+        if cfg.early_stop_patience > 0 and state.bad_epochs >= cfg.early_stop_patience:
             stopped_early = True
-            if rank == 0: log.info(f"early stop after epoch {epoch + 1}: no better val top-1 for {bad} epochs")
+            if rank == 0: log.info(f"early stop after epoch {epoch + 1}: no better val top-1 for {state.bad_epochs} epochs")
             break
         if cfg.stop_after_epoch is not None and epoch + 1 >= cfg.stop_after_epoch and epoch + 1 < cfg.epochs: break
     bar.close(); jlog.close()
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
-    done = len(history)
+    done, best = len(state.history), state.best
     if rank == 0:
         val = f"val top-1 {best['top1']:.4f}" if best["top1"] is not None else "no validation set"
-        log.info(f"trained {done} epochs ({step} steps) in {time.time() - t0:.1f}s; best epoch {best['epoch']} ({val}); checkpoints in {ckdir}")
-    return dict(history=history, best=best, run_dir=run_dir, epochs_run=done, stopped_early=stopped_early,
+        log.info(f"trained {done} epochs ({state.step} steps) in {time.time() - t0:.1f}s; best epoch {best['epoch']} ({val}); checkpoints in {ckdir}")
+    return dict(history=state.history, best=best, run_dir=run_dir, epochs_run=done, stopped_early=stopped_early,
                 finished=done >= cfg.epochs or stopped_early, rank=rank, world=world)
 
 # %% ../nbs/06_train.ipynb #b74e0bef
