@@ -12,13 +12,13 @@ import torch
 from .core import (parse_kv, XattnError, get_device, autocast_dtype, seed_everything, get_logger, save_json, load_json,
                         config_from_dict, config_to_dict, parse_config_args, cli_command, shard_env, cuda_index, peak_rss_mb)
 from .data import VideoRecord, VideoMeta, VideoDecodeError, probe_video, read_frames, sample_uniform, Clip
-from .store import FeatureWriter, FeatureStore, StoreError, shard_path, merge_stores, store_files, store_diff
+from .store import FeatureWriter, FeatureStore, StoreError, shard_path, shard_files, merge_stores, store_files, store_diff
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['SOURCE_KINDS', 'ExtractConfig', 'VideoPlan', 'plan_video', 'VideoInputs', 'load_video_inputs', 'VideoInputDataset',
-           'video_loader', 'ClipBatcher', 'load_extractors', 'extractor_provenance', 'shard_setup', 'WorkPlan',
-           'plan_work', 'ExtractionRun', 'extract_features', 'records_from_source', 'extract_cli']
+__all__ = ['SOURCE_KINDS', 'ExtractConfig', 'VideoPlan', 'plan_video', 'VideoInputs', 'flow_short_side', 'load_video_inputs',
+           'VideoInputDataset', 'video_loader', 'ClipBatcher', 'load_extractors', 'extractor_provenance', 'shard_setup',
+           'WorkPlan', 'plan_work', 'ExtractionRun', 'extract_features', 'records_from_source', 'extract_cli']
 
 # %% ../nbs/04a_extract.ipynb #51a9720a
 @dataclass
@@ -122,6 +122,10 @@ class VideoInputs:
     error: str | None = None
     meta: VideoMeta | None = None
 
+def flow_short_side(spec, flow_size: int = 0) -> int:
+    "Short side (px) frames are resized to before flow for an extractor with `spec`: `flow_size`, else 8/7 of its input size."
+    return flow_size or round(int(getattr(spec, "size", 224) or 224) * 8 / 7)
+
 def _flow_for_pairs(decoded: np.ndarray, pos: dict, pairs: np.ndarray, method: str, short: int, cache: dict) -> np.ndarray:
     "Flow `[len(pairs), H, W, 2]` (pixels/frame at short side `short`) for frame pairs; each pair computed once."
     from xattn.flow import compute_flow, resize_short_side
@@ -146,7 +150,7 @@ def load_video_inputs(rec: VideoRecord, extractors: dict, frames: int = 16, clip
         pos = {int(i): k for k, i in enumerate(need)}; item.frames = len(need); flows = {}
         for n, e in extractors.items():
             p, spec = item.plans[n], e.spec
-            short = flow_size or round(int(getattr(spec, "size", 224) or 224) * 8 / 7)
+            short = flow_short_side(spec, flow_size)
             def gather(u):
                 if p.flow: return _flow_for_pairs(decoded, pos, u, flow_method, short, flows)
                 return decoded[[pos[int(i)] for i in np.asarray(u).reshape(-1)]]
@@ -239,7 +243,7 @@ def extractor_provenance(name: str, extractor, cfg: ExtractConfig) -> dict:
                 overrides=cfg.overrides_for(name))
     prov.setdefault("weights", "unknown")
     if getattr(spec, "input", "rgb") == "flow":
-        prov["flow"] = {"method": cfg.flow_method, "short_side": cfg.flow_size or round(int(getattr(spec, "size", 224) or 224) * 8 / 7)}
+        prov["flow"] = {"method": cfg.flow_method, "short_side": flow_short_side(spec, cfg.flow_size)}
     prov["run"] = {"batch_size": cfg.batch_size, **run}
     return prov
 
@@ -247,7 +251,7 @@ def extractor_provenance(name: str, extractor, cfg: ExtractConfig) -> dict:
 def _completed(cfg: ExtractConfig, out: Path) -> tuple[dict, dict]:
     "Per extractor, the video ids stored by any file of the store `cfg.out`; and the recorded statuses."
     files = [f for f in dict.fromkeys(store_files(out) + store_files(cfg.out) +
-             [q for s in sorted(cfg.out.parent.glob(f"{cfg.out.stem}.rank*-of-*{cfg.out.suffix}")) for q in store_files(s)])]
+             [q for s in shard_files(cfg.out) for q in store_files(s)])]
     if not files: return {}, {}
     st = FeatureStore(files)
     return {e: set(st.video_ids(e)) for e in st.extractors}, st.status()
@@ -288,7 +292,7 @@ def plan_work(records: list, cfg: ExtractConfig, out: Path, rank: int = 0, world
     from xattn.data import check_unique_ids
     mine = check_unique_ids(list(records))[rank::world]
     if cfg.limit: mine = mine[:cfg.limit]
-    stray = sorted(cfg.out.parent.glob(f"{cfg.out.stem}.rank*-of-*{cfg.out.suffix}"))
+    stray = shard_files(cfg.out)
     if world == 1 and stray and not cfg.out.exists():
         raise XattnError(f"{cfg.out}: shard files of an earlier sharded run exist ({stray[0].name}, ...); merge them first "
                          f"(xattn store merge {cfg.out} {' '.join(str(p) for p in stray)}) or run with the same number of shards")

@@ -15,6 +15,7 @@ from .weights import (CheckpointInfo, WEIGHTS, register_checkpoint, MissingWeigh
                            CheckpointLayoutError, find_weights, looked_in, missing_weights_message, load_checkpoint,
                            state_dict_of, load_state_strict, random_state_dict, checkpoint_provenance, weights_table)
 from .flow import scale_flow_i3d
+from .transforms import resize_short, resize_square, center_crop, normalize
 
 # %% auto #0
 __all__ = ['EXTRACTORS', 'DINOV3_CKPT', 'I3D_R50_CKPT', 'ExtractorSpec', 'frames_to_tensor', 'flow_to_tensor', 'Extractor',
@@ -53,15 +54,9 @@ class ExtractorSpec:
 def _resize_crop(x: torch.Tensor, size: int, resize: int | None = None, crop: str = "center", antialias: bool = True,
                  interpolation: str = "bilinear") -> torch.Tensor:
     "Resize `[N,C,H,W]` (short side to `resize`) and centre-crop `size` x `size`; `crop='none'` squashes to `size`."
-    from torchvision.transforms.v2 import functional as TF, InterpolationMode
-    if interpolation not in ("bilinear", "bicubic"): raise XattnError(f"interpolation={interpolation!r}: use 'bilinear' or 'bicubic'")
-    mode = InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
-    H, W = x.shape[-2:]
-    if crop == "none": return x if (H, W) == (size, size) else TF.resize(x, [size, size], mode, antialias=antialias)
+    if crop == "none": return resize_square(x, size, interpolation, antialias)
     if crop != "center": raise XattnError(f"crop={crop!r}: use 'center' or 'none'")
-    r = resize or size
-    if min(H, W) != r: x = TF.resize(x, [r], mode, antialias=antialias)
-    return TF.center_crop(x, [size, size])
+    return center_crop(resize_short(x, resize or size, interpolation, antialias), size)
 
 def frames_to_tensor(frames_u8, size: int, mean, std, resize: int | None = None, crop: str = "center",
                      antialias: bool = True, interpolation: str = "bilinear") -> torch.Tensor:
@@ -70,9 +65,8 @@ def frames_to_tensor(frames_u8, size: int, mean, std, resize: int | None = None,
     if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
         raise XattnError(f"frames of shape {a.shape} and dtype {a.dtype}: expected uint8 [T, H, W, 3] RGB")
     x = _resize_crop(torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float(), size, resize, crop, antialias,
-                     interpolation).div_(255)
-    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
-    return ((x - m) / s).contiguous()
+                     interpolation)
+    return normalize(x, mean, std)
 
 # %% ../nbs/03_extractors.ipynb #1ac48b62
 def flow_to_tensor(flow, size: int, bound: float = 20.0, resize: int | None = None, crop: str = "center",

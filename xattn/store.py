@@ -14,10 +14,10 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['log', 'STORE_FORMAT', 'STORE_VERSION', 'COMPRESSIONS', 'VOLATILE_PROVENANCE', 'StoreError', 'StoreKeyError',
-           'compression_kwargs', 'chunk_rows', 'parts_dir', 'shard_path', 'store_files', 'provenance_identity',
-           'provenance_diff', 'FeatureStore', 'ExtractorView', 'FeatureWriter', 'merge_stores', 'consolidate_store',
-           'store_diff', 'check_store', 'StoreCheckConfig', 'StoreMergeConfig', 'StoreInfoConfig', 'store_check_cli',
-           'store_merge_cli', 'store_info_cli', 'measure_compression']
+           'compression_kwargs', 'chunk_rows', 'parts_dir', 'shard_path', 'shard_files', 'store_files',
+           'provenance_identity', 'provenance_diff', 'FeatureStore', 'ExtractorView', 'FeatureWriter', 'merge_stores',
+           'consolidate_store', 'store_diff', 'check_store', 'StoreCheckConfig', 'StoreMergeConfig', 'StoreInfoConfig',
+           'store_check_cli', 'store_merge_cli', 'store_info_cli', 'measure_compression']
 
 # %% ../nbs/04_store.ipynb #3b88e4c5
 log = get_logger("xattn.store")
@@ -140,6 +140,10 @@ def shard_path(path: str | Path, rank: int, world_size: int) -> Path:
     path = Path(path)
     return path if world_size <= 1 else path.with_name(f"{path.stem}.rank{rank}-of-{world_size}{path.suffix}")
 
+def shard_files(path: str | Path) -> list[Path]:
+    "The rank shard files `<stem>.rank<r>-of-<n><suffix>` written beside the store `path` by a sharded run (sorted)."
+    path = Path(path); return sorted(path.parent.glob(f"{path.stem}.rank*-of-*{path.suffix}"))
+
 def _segments(path: Path) -> list[Path]:
     d = parts_dir(path)
     return sorted(q for q in d.glob("*.h5") if not q.name.startswith(".")) if d.is_dir() else []
@@ -152,8 +156,7 @@ def store_files(path) -> list[Path]:
         return [q for p in sorted(path.glob("*.h5")) for q in store_files(p)]
     files = ([path] if path.is_file() else []) + _segments(path)
     if not files:
-        shards = sorted(path.parent.glob(f"{path.stem}.rank*-of-*{path.suffix}"))
-        files = [q for s in shards for q in store_files(s)]
+        files = [q for s in shard_files(path) for q in store_files(s)]
     return files
 
 # %% ../nbs/04_store.ipynb #47311d9e

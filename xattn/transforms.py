@@ -13,8 +13,9 @@ import torchvision.transforms.v2.functional as TF
 from .core import XattnError
 
 # %% auto #0
-__all__ = ['to_tchw', 'resize_short', 'center_crop', 'three_crop', 'ten_crop', 'random_crop_box', 'random_resized_crop',
-           'normalize', 'mirror_name', 'FlipMap', 'flip_label_map', 'hflip_clip', 'TransformConfig', 'ClipTransform']
+__all__ = ['to_tchw', 'resize_short', 'resize_square', 'center_crop', 'three_crop', 'ten_crop', 'random_crop_box',
+           'random_resized_crop', 'normalize', 'mirror_name', 'FlipMap', 'flip_label_map', 'hflip_clip',
+           'TransformConfig', 'ClipTransform']
 
 # %% ../nbs/01b_transforms.ipynb #64e565cd
 def to_tchw(frames) -> torch.Tensor:
@@ -24,9 +25,19 @@ def to_tchw(frames) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).contiguous()
 
 # %% ../nbs/01b_transforms.ipynb #4580ffab
-def resize_short(x: torch.Tensor, size: int) -> torch.Tensor:
-    "Resize `[..., H, W]` so its short side is `size` (bilinear, antialiased); aspect ratio kept."
-    return x if min(x.shape[-2:]) == size else TF.resize(x, [size], antialias=True)
+_MODES = {"bilinear": TF.InterpolationMode.BILINEAR, "bicubic": TF.InterpolationMode.BICUBIC}
+
+def _mode(interpolation: str):
+    if interpolation not in _MODES: raise XattnError(f"interpolation={interpolation!r}: use 'bilinear' or 'bicubic'")
+    return _MODES[interpolation]
+
+def resize_short(x: torch.Tensor, size: int, interpolation: str = "bilinear", antialias: bool = True) -> torch.Tensor:
+    "Resize `[..., H, W]` so its short side is `size` (antialiased `interpolation`); aspect ratio kept."
+    return x if min(x.shape[-2:]) == size else TF.resize(x, [size], _mode(interpolation), antialias=antialias)
+
+def resize_square(x: torch.Tensor, size: int, interpolation: str = "bilinear", antialias: bool = True) -> torch.Tensor:
+    "Resize `[..., H, W]` to `size` x `size` (aspect ratio not kept: for models evaluated on squashed frames)."
+    return x if tuple(x.shape[-2:]) == (size, size) else TF.resize(x, [size, size], _mode(interpolation), antialias=antialias)
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     "The central `size` x `size` crop of `[..., H, W]`."
