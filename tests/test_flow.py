@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from xattn.flow import compute_flow, scale_flow_i3d, flow_to_rgb, FlowCache, load_raft, FlowError
-from xattn.extractors import random_state_dict, MissingWeightsError
+from xattn.weights import random_state_dict, MissingWeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT.parent / "shared" / "data" / "videos" / "mmaction2__rawvideo_part_0.mp4"

@@ -14,7 +14,8 @@ from torch import nn
 from safetensors.torch import save_file
 
 from xattn.zoo import load_extractor
-from xattn.extractors import random_state_dict, dinov3_timm_to_original
+from xattn.weights import random_state_dict
+from xattn.extractors import dinov3_timm_to_original
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 TOL = dict(atol=1e-4, rtol=1e-4)

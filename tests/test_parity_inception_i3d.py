@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from xattn.zoo import load_extractor
-from xattn.extractors import load_state_strict, CheckpointLayoutError
+from xattn.weights import load_state_strict, CheckpointLayoutError
 from xattn.inception_i3d import InceptionI3d, INCEPTION_I3D_ENDPOINTS
 
 PARITY = Path(__file__).resolve().parents[1].parent / "shared" / "parity"

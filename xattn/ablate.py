@@ -4,10 +4,9 @@
 
 # %% ../nbs/07a_ablate.ipynb #ac3362e8
 from __future__ import annotations
-import dataclasses, itertools, json, re, time
+import dataclasses, itertools, re, time
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np
 from tqdm.auto import tqdm
 from .core import (XattnError, cli_command, config_from_dict, config_to_dict, get_logger, load_json, notebook_path,
                         parse_config_args, parse_kv, parse_value,

@@ -4,14 +4,12 @@
 
 # %% ../nbs/04d_bench_extract.ipynb #d5543103
 from __future__ import annotations
-import dataclasses, json, math, os, subprocess, sys, tempfile, time
+import json, math, os, subprocess, sys, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
-from .core import (XattnError, get_logger, json_command, config_to_dict, peak_rss_mb, environment_info,
-                        save_json, cache_dir, repo_root)
-from .data import VideoRecord
+from .core import XattnError, json_command, config_to_dict, peak_rss_mb, environment_info, save_json, repo_root
 from .store import FeatureStore, FeatureWriter
 from .extract import ExtractConfig, load_extractors, VideoInputDataset, video_loader, ClipBatcher, extract_features
 

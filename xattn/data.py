@@ -4,12 +4,12 @@
 
 # %% ../nbs/01_data.ipynb #03ce7557
 from __future__ import annotations
-import contextlib, dataclasses, gc, json, math, os, re, sqlite3, threading
+import contextlib, dataclasses, gc, json, os, re, sqlite3, threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 import numpy as np
-from .core import XattnError, get_logger, repo_root, cache_dir
+from .core import XattnError, get_logger, cache_dir
 
 # %% auto #0
 __all__ = ['VIDEO_EXTS', 'IMAGE_EXTS', 'FRAME_FOLDER_FPS', 'DECORD_THREADS', 'SHORT_POLICIES', 'CHUNK_LAST_POLICIES', 'VideoMeta',

@@ -7,10 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 from sklearn.metrics import confusion_matrix, top_k_accuracy_score
-from sklearn.calibration import calibration_curve
 from .core import XattnError, get_device, get_logger, autocast_dtype, cli_command
 from .features import collate_features, forward_batch
 

@@ -8,7 +8,7 @@ import dataclasses, json, time
 from pathlib import Path
 import numpy as np
 import h5py
-from .core import XattnError, get_logger, cli_command, parse_config_args, save_json
+from .core import XattnError, get_logger, cli_command, parse_config_args
 from .store import FeatureStore
 
 # %% auto #0

@@ -4,15 +4,15 @@
 
 # %% ../nbs/04a_extract.ipynb #93c9b9f2
 from __future__ import annotations
-import dataclasses, datetime, json, logging, math, os, sys, time
+import dataclasses, datetime, json, logging, os, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
-from .core import (parse_kv, XattnError, get_device, autocast_dtype, seed_everything, get_logger, save_json, load_json,
-                        config_from_dict, config_to_dict, parse_config_args, cli_command, shard_env, cuda_index, peak_rss_mb)
-from .data import VideoRecord, VideoMeta, VideoDecodeError, probe_video, read_frames, sample_uniform, Clip
-from .store import FeatureWriter, FeatureStore, StoreError, shard_path, shard_files, merge_stores, store_files, store_diff
+from .core import (parse_kv, XattnError, get_device, get_logger, save_json, config_to_dict,
+                        parse_config_args, cli_command, shard_env, cuda_index, peak_rss_mb)
+from .data import VideoRecord, VideoMeta, VideoDecodeError, probe_video, read_frames, sample_uniform
+from .store import FeatureWriter, FeatureStore, shard_path, shard_files, merge_stores, store_files
 from fastcore.basics import patch
 
 # %% auto #0
@@ -438,7 +438,7 @@ SOURCE_KINDS = ("auto", "ssv2", "videos", "class-folders", "frame-folders", "lis
 
 def records_from_source(source, split: str | None = None, kind: str = "auto") -> list:
     "Video records of `source` (see `SOURCE_KINDS`); `split` picks SSv2 split file(s) or a class-folders split."
-    from xattn.data import load_ssv2, load_video_list, load_class_folders, load_frame_folders, check_unique_ids
+    from xattn.data import load_ssv2, load_video_list, load_class_folders, load_frame_folders
     src = Path(source)
     if kind not in SOURCE_KINDS: raise XattnError(f"source kind {kind!r}: use one of {SOURCE_KINDS}")
     if not src.exists(): raise XattnError(f"--source {src}: no such file or folder")

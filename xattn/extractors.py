@@ -4,16 +4,16 @@
 
 # %% ../nbs/03_extractors.ipynb #ef8027b5
 from __future__ import annotations
-import dataclasses, json, re, time, typing
+import dataclasses
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .core import XattnError, get_device, autocast_dtype, get_logger, weights_dir
-from .weights import (CheckpointInfo, WEIGHTS, register_checkpoint, MissingWeightsError, UnsafeCheckpointError,
-                           CheckpointLayoutError, find_weights, looked_in, missing_weights_message, load_checkpoint,
-                           state_dict_of, load_state_strict, random_state_dict, checkpoint_provenance, weights_table)
+from .core import XattnError, get_device, autocast_dtype, get_logger
+from .weights import (CheckpointInfo, register_checkpoint, MissingWeightsError, find_weights, looked_in,
+                           missing_weights_message, load_checkpoint, state_dict_of, load_state_strict,
+                           checkpoint_provenance)
 from .flow import scale_flow_i3d
 from .transforms import resize_short, resize_square, center_crop, normalize
 

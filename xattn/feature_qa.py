@@ -4,10 +4,10 @@
 
 # %% ../nbs/04c_feature_qa.ipynb #1c27e518
 from __future__ import annotations
-import dataclasses, hashlib, json, time
+import dataclasses, hashlib, json
 from pathlib import Path
 import numpy as np
-from .core import XattnError, get_logger, cli_command, parse_config_args, save_json, to_jsonable
+from .core import get_logger, cli_command, parse_config_args, save_json, to_jsonable
 from .store import FeatureStore
 
 # %% auto #0
@@ -61,7 +61,7 @@ def feature_stats(store, extractor: str, max_videos: int | None = None, seed: in
 # %% ../nbs/04c_feature_qa.ipynb #0a35dc39
 def plot_feature_stats(store, stats: dict):
     "Figure: norm histograms per token, per-dimension mean/std per token, rows per video."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     e = stats["extractor"]; names = stats["token_names"]
     fig, ax = plt.subplots(1, 3, figsize=(15, 3.6))

@@ -10,7 +10,7 @@ import numpy as np
 import cv2
 import torch
 import torch.nn.functional as F
-from .core import XattnError, get_device, get_logger, cache_dir, cli_command, IN_TEST
+from .core import XattnError, get_device, cache_dir, cli_command
 from .weights import (CheckpointInfo, register_checkpoint, find_weights, looked_in, missing_weights_message, MissingWeightsError,
                            load_checkpoint, state_dict_of, load_state_strict, file_digest)
 

@@ -4,14 +4,12 @@
 
 # %% ../nbs/03a_inception_i3d.ipynb #1b1f3b56
 from __future__ import annotations
-import math
-import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 from .core import XattnError
-from .extractors import (CheckpointInfo, Extractor, ExtractorSpec, register_extractor, register_checkpoint,
-                              load_state_strict, split_overrides)
+from .weights import CheckpointInfo
+from .extractors import Extractor, ExtractorSpec, register_extractor, split_overrides
 
 # %% auto #0
 __all__ = ['INCEPTION_I3D_ENDPOINTS', 'INCEPTION_CKPTS', 'same_padding', 'pad_same', 'Unit3D', 'MaxPool3dSame', 'InceptionBlock',

@@ -4,13 +4,13 @@
 
 # %% ../nbs/01c_loader.ipynb #8b21cfd5
 from __future__ import annotations
-import dataclasses, json, random, time
+import dataclasses, random, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DataLoader
-from .core import XattnError, get_logger, json_command, repo_root, peak_rss_mb
+from .core import XattnError, json_command, repo_root, peak_rss_mb
 from .data import (VideoRecord, VideoDecodeError, ShortVideoError, SamplerConfig, sample_clips, probe_cached, read_frames,
                         iter_frames, unique_frames, ProbeCache, load_video_list, probe_video, sample_uniform)
 from .transforms import ClipTransform, TransformConfig

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_model.ipynb #e4359cc7
 from __future__ import annotations
-import dataclasses, math
+import dataclasses
 from dataclasses import dataclass
 import torch
 import torch.nn as nn

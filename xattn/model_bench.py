@@ -6,7 +6,6 @@
 from __future__ import annotations
 import dataclasses, gc, json, sys, threading, time
 from pathlib import Path
-import numpy as np
 import torch
 from .core import (XattnError, get_device, get_logger, json_command, environment_info, save_json,
                         to_jsonable)

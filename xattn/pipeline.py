@@ -4,13 +4,11 @@
 
 # %% ../nbs/09_pipeline.ipynb #d48ccdd1
 from __future__ import annotations
-import dataclasses, hashlib, json, os, shutil, sys, tempfile, time
+import dataclasses, hashlib, json, os, shutil, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np
-import torch
-from .core import (XattnError, IN_TEST, cache_dir, cli_command, config_from_dict, config_to_dict, get_logger,
-                        load_json, make_run_dir, notebook_path, parse_config_args, save_json, seed_everything)
+from .core import (XattnError, cache_dir, cli_command, config_from_dict, config_to_dict, get_logger,
+                        load_json, make_run_dir, notebook_path, parse_config_args, save_json)
 from .data import load_ssv2
 from .synthetic import SyntheticConfig, make_synthetic_dataset
 from .extract import ExtractConfig, extract_features

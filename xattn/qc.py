@@ -4,12 +4,12 @@
 
 # %% ../nbs/01d_qc.ipynb #aa90f110
 from __future__ import annotations
-import collections, csv, dataclasses, json, sys
+import collections, csv, dataclasses, json
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from .core import XattnError, get_logger, cli_command, parse_config_args, save_json
-from .data import (VideoRecord, VideoMeta, VideoDecodeError, ProbeCache, probe_records, probe_video, load_ssv2,
+from .data import (VideoRecord, VideoDecodeError, ProbeCache, probe_records, probe_video, load_ssv2,
                         load_class_folders, load_frame_folders, load_video_list, VIDEO_EXTS)
 
 # %% auto #0

@@ -4,12 +4,12 @@
 
 # %% ../nbs/01a_synthetic.ipynb #f4eb9bcd
 from __future__ import annotations
-import dataclasses, json, os, shutil, time
+import json, os, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import cv2
-from .core import XattnError, get_logger, save_json, load_json, config_to_dict, config_from_dict, cli_command, parse_config_args
+from .core import XattnError, get_logger, save_json, load_json, config_to_dict, cli_command, parse_config_args
 
 # %% auto #0
 __all__ = ['OBJECTS', 'MOTIONS', 'CONFIG_NAME', 'SyntheticConfig', 'synthetic_classes', 'object_sprite', 'background',

@@ -17,6 +17,7 @@ from .core import (XattnError, autocast_dtype, cli_command, config_to_dict, get_
                         seed_everything, shard_env, cuda_index, to_jsonable)
 from .features import (FeatureDataset, DataConfig, collate_features, forward_batch, holdout_split, load_split,
                             model_from_checkpoint, read_checkpoint)
+from .model import FusionConfig, build_model, count_parameters
 
 # %% auto #0
 __all__ = ['TrainConfig', 'param_groups', 'warmup_cosine', 'rng_state', 'set_rng_state', 'init_distributed', 'validate',
@@ -302,7 +303,6 @@ def train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig | dict | None = N
 # %% ../nbs/06_train.ipynb #b74e0bef
 def fit_and_evaluate(model_cfg, train_ds, selection_ds, val_ds, train_cfg: TrainConfig, run_dir, eval_ds=None, **extra) -> dict:
     "Train `model_cfg`'s model (best epoch by `selection_ds` top-1, else `val_ds`), evaluate the best checkpoint on `eval_ds or val_ds`, write the run directory; returns `dict(run_dir, metrics, train, model)`."
-    from xattn.model import build_model, count_parameters
     from xattn.evaluate import evaluate, write_evaluation
     rank, _ = init_distributed(train_cfg.device)
     select = selection_ds if selection_ds is not None and len(selection_ds) else None
@@ -325,11 +325,10 @@ def fit_and_evaluate(model_cfg, train_ds, selection_ds, val_ds, train_cfg: Train
     return dict(run_dir=run_dir, metrics=metrics, train=out, model=best)
 
 # %% ../nbs/06_train.ipynb #3bbdbcea
-def run_training(data: DataConfig | dict, model: "FusionConfig | dict | None" = None, train_cfg: TrainConfig | dict | None = None,
+def run_training(data: DataConfig | dict, model: FusionConfig | dict | None = None, train_cfg: TrainConfig | dict | None = None,
                  run_dir=None, name: str = "train") -> dict:
     "Train and evaluate one configuration into a run directory; returns `dict(run_dir, metrics)` (metrics on rank 0 only)."
     from xattn.core import config_from_dict, make_run_dir
-    from xattn.model import FusionConfig
     data = config_from_dict(DataConfig, data) if isinstance(data, dict) else data
     model = config_from_dict(FusionConfig, model or {}) if isinstance(model, dict) or model is None else model
     train_cfg = config_from_dict(TrainConfig, train_cfg or {}) if isinstance(train_cfg, dict) or train_cfg is None else train_cfg
@@ -373,7 +372,6 @@ def _split_flat(flat, classes) -> list:
 def train_cli(argv: list[str]) -> int:
     "Train a fusion model on stored features (`--store`, `--dataset-root`); writes a run directory."
     from xattn.core import parse_config_args, load_json
-    from xattn.model import FusionConfig
     classes = (DataConfig, FusionConfig, TrainConfig)
     pre = {}
     if "--config" in argv:

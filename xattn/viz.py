@@ -6,7 +6,7 @@
 from __future__ import annotations
 import numpy as np
 import torch
-from .core import XattnError, get_device, get_logger
+from .core import XattnError
 
 # %% auto #0
 __all__ = ['attention_maps', 'attention_matrix', 'attention_figure', 'attention_explorer', 'embeddings', 'embed_2d', 'separation',

@@ -5,14 +5,13 @@
 # %% ../nbs/03b_zoo.ipynb #4cecc2ff
 from __future__ import annotations
 import re
-import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 from .core import XattnError
-from .extractors import (CheckpointInfo, CheckpointLayoutError, Extractor, ExtractorSpec, register_extractor,
-                              load_state_strict, split_overrides)
-from .extractors import load_extractor, list_extractors, get_spec     # the registry's entry points, re-exported
+from .weights import CheckpointInfo, CheckpointLayoutError, load_state_strict
+from .extractors import Extractor, ExtractorSpec, register_extractor, split_overrides
+from .extractors import load_extractor, list_extractors, get_spec
 import xattn.inception_i3d                                                # registers the Inception-I3D pair
 
 # %% auto #0
