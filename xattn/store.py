@@ -610,8 +610,8 @@ def consolidate_store(path: str | Path, chunk_bytes: int = 1 << 16) -> Path:
     return path
 
 # %% ../nbs/04_store.ipynb #5af2d45c
-def store_diff(a, b, limit: int = 10) -> list[str]:
-    "Differences between stores `a` and `b` (at most `limit` per kind); an empty list means equal value for value."
+def store_diff(a, b, limit: int = 10, rtol: float = 0.0) -> list[str]:
+    "Differences between stores `a` and `b` (at most `limit` per kind); empty means equal value for value (rows within `rtol` if given)."
     A, B = (x if isinstance(x, FeatureStore) else FeatureStore(x) for x in (a, b))
     out = []
     if A.extractors != B.extractors: return [f"extractors {A.extractors} != {B.extractors}"]
@@ -624,7 +624,8 @@ def store_diff(a, b, limit: int = 10) -> list[str]:
         bad = []
         for v in sorted(ia):
             ra, rb = A.get(e, v), B.get(e, v)
-            if ra.dtype != rb.dtype or ra.shape != rb.shape or not np.array_equal(ra, rb) or not np.array_equal(A.spans(e, v), B.spans(e, v)):
+            same = np.array_equal(ra, rb) if not rtol else np.allclose(ra.astype(np.float64), rb.astype(np.float64), rtol=rtol, atol=0)
+            if ra.dtype != rb.dtype or ra.shape != rb.shape or not same or not np.array_equal(A.spans(e, v), B.spans(e, v)):
                 bad.append(v)
         if bad: out.append(f"{e}: {len(bad)} videos differ, e.g. {bad[:limit]}")
     fa, fb = ({k: s["reason"] for k, s in X.status().items() if s["status"] == "failed"} for X in (A, B))
