@@ -4,7 +4,7 @@
 
 # %% ../nbs/05a_features.ipynb #0053ae89
 from __future__ import annotations
-import json
+import json, pickle, zipfile
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -19,7 +19,7 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['TOY_SEMANTIC', 'TOY_MOTION', 'SEMANTIC_TOKENS', 'MOTION_TOKENS', 'write_toy_store', 'write_toy_dataset',
            'semantic_sequence', 'motion_sequence', 'FeatureDataset', 'collate_features', 'forward_batch', 'DataConfig',
-           'load_split', 'holdout_split', 'read_checkpoint', 'model_from_checkpoint']
+           'load_split', 'holdout_split', 'CheckpointError', 'read_checkpoint', 'model_from_checkpoint']
 
 # %% ../nbs/05a_features.ipynb #bec8dfda
 TOY_SEMANTIC, TOY_MOTION = "toy_semantic", "toy_motion"
@@ -222,15 +222,41 @@ def holdout_split(records: list, fraction: float, seed: int = 0) -> tuple[list, 
     return [r for r in records if r.id not in sel], [r for r in records if r.id in sel]
 
 # %% ../nbs/05a_features.ipynb #f083469d
+class CheckpointError(XattnError):
+    "A checkpoint cannot be used: missing, damaged, not written by xattn, or holding more than tensors."
+
 def read_checkpoint(path, map_location="cpu") -> dict:
-    "Load a checkpoint written by `save_checkpoint` (safely: `weights_only=True`)."
+    "Load a checkpoint written by `xattn.train` (safely: `weights_only=True`); any failure is one `CheckpointError` line."
     path = Path(path)
-    if not path.exists(): raise XattnError(f"checkpoint {path} not found (train first, or check the run directory)")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    if not path.exists(): raise CheckpointError(f"checkpoint {path} not found (train first, or check the run directory)")
+    try: ck = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused: it holds objects other than tensors and plain containers, and loading it "
+                              "could run code; it was not written by xattn") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
+        raise CheckpointError(f"{path}: damaged or not a PyTorch checkpoint ({str(e).splitlines()[0][:160]})") from None
+    if not isinstance(ck, dict): raise CheckpointError(f"{path}: holds a {type(ck).__name__}, not an xattn checkpoint")
+    return ck
+
+# %% ../nbs/05a_features.ipynb #41c99cdd
+_LIMITS = dict(dim=65536, heads=1024, depth=1024, n_classes=1_000_000, max_tokens=1_000_000)
+
+def _check_sizes(path, ck: dict):
+    "Refuse a checkpoint whose architecture or feature widths are missing or absurd, before building anything."
+    cfg, dims = ck.get("model_config"), ck.get("dims")
+    if not isinstance(cfg, dict) or not isinstance(dims, (list, tuple)) or len(dims) != 2:
+        raise CheckpointError(f"checkpoint {path} has no model_config/dims (not written by xattn.train?)")
+    bad = [f"dims={list(dims)}"] if not all(isinstance(d, int) and 0 < d <= 1 << 20 for d in dims) else []
+    bad += [f"{k}={cfg.get(k)!r}" for k, hi in _LIMITS.items() if k in cfg and not (isinstance(cfg[k], int) and 0 < cfg[k] <= hi)]
+    if bad: raise CheckpointError(f"checkpoint {path}: architecture out of range ({', '.join(bad)}); damaged or not written by xattn")
 
 def model_from_checkpoint(path, device="cpu"):
     "Rebuild the model stored in checkpoint `path` (architecture from its `model_config`) with its weights."
     ck = read_checkpoint(path)
-    if "model_config" not in ck: raise XattnError(f"checkpoint {path} has no model_config (not written by xattn.train?)")
-    m = build_model(ck["model_config"], *ck["dims"]); m.load_state_dict(ck["model"])
+    _check_sizes(path, ck)
+    try: m = build_model(ck["model_config"], *ck["dims"])
+    except (XattnError, TypeError) as e: raise CheckpointError(f"checkpoint {path}: its model_config does not describe a model ({e})") from None
+    try: m.load_state_dict(ck["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path}: the weights do not fit the architecture it describes ({str(e).splitlines()[0][:160]})") from None
     return m.to(device).eval()

@@ -16,12 +16,13 @@ from tqdm.auto import tqdm
 from .core import (XattnError, autocast_dtype, cli_command, config_to_dict, get_device, get_logger, save_json,
                         seed_everything, shard_env, cuda_index, to_jsonable)
 from .features import (FeatureDataset, DataConfig, collate_features, forward_batch, holdout_split, load_split,
-                            model_from_checkpoint, read_checkpoint)
+                            model_from_checkpoint, read_checkpoint, CheckpointError)
 from .model import FusionConfig, build_model, count_parameters
 
 # %% auto #0
-__all__ = ['TrainConfig', 'param_groups', 'warmup_cosine', 'rng_state', 'set_rng_state', 'init_distributed', 'validate',
-           'save_checkpoint', 'TrainState', 'train', 'fit_and_evaluate', 'run_training', 'train_cli']
+__all__ = ['STATE_MANIFEST', 'TrainConfig', 'param_groups', 'warmup_cosine', 'rng_state', 'set_rng_state', 'init_distributed',
+           'validate', 'checkpoint_dict', 'atomic_save', 'save_checkpoint', 'commit_training_state',
+           'load_training_state', 'TrainState', 'train', 'fit_and_evaluate', 'run_training', 'train_cli']
 
 # %% ../nbs/06_train.ipynb #acb9400d
 @dataclass
@@ -123,20 +124,76 @@ def validate(model, loader, device, amp_dtype=None, world: int = 1) -> dict:
 # %% ../nbs/06_train.ipynb #cbd729c3
 def _unwrap(model): return model.module if hasattr(model, "module") else model
 
-def save_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None, **extra) -> Path:
-    "Atomically save model (unwrapped from DDP), optimiser, scheduler, scaler and RNG states plus `extra`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+def _fsync(p: Path):
+    "Flush a file or a directory to disk (best effort where the file system cannot)."
+    try:
+        fd = os.open(p, os.O_RDONLY)
+        try: os.fsync(fd)
+        finally: os.close(fd)
+    except OSError: pass
+
+def checkpoint_dict(model, optimizer=None, scheduler=None, scaler=None, **extra) -> dict:
+    "Model (unwrapped from DDP) with its architecture, optimiser, scheduler, scaler and RNG states, plus `extra`."
     m = _unwrap(model)
     rng_ranks = extra.pop("rng_ranks", None)    # tensors: kept as they are, not converted to JSON types
+    best_model = extra.pop("best_model", None)
     ck = dict(model=m.state_dict(), rng=rng_state(), **to_jsonable(extra))
     if rng_ranks is not None: ck["rng_ranks"] = rng_ranks
+    if best_model is not None: ck["best_model"] = best_model
     if hasattr(m, "cfg"): ck["model_config"] = config_to_dict(m.cfg); ck["dims"] = [m.d_sem, m.d_mot]
     if optimizer is not None: ck["optimizer"] = optimizer.state_dict()
     if scheduler is not None: ck["scheduler"] = scheduler.state_dict()
     if scaler is not None: ck["scaler"] = scaler.state_dict()
+    return ck
+
+def atomic_save(obj, path) -> Path:
+    "`torch.save(obj)` to a temporary file, flushed, then renamed to `path`."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(ck, tmp); os.replace(tmp, path)
+    torch.save(obj, tmp); _fsync(tmp); os.replace(tmp, path); _fsync(path.parent)
     return path
+
+def save_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None, **extra) -> Path:
+    "Atomically save model, optimiser, scheduler, scaler and RNG states plus `extra` (see `checkpoint_dict`)."
+    return atomic_save(checkpoint_dict(model, optimizer, scheduler, scaler, **extra), path)
+
+# %% ../nbs/06_train.ipynb #df0901a2
+STATE_MANIFEST = "state.json"
+
+def _manifest(ckdir: Path) -> dict:
+    try: return json.loads((Path(ckdir)/STATE_MANIFEST).read_text())
+    except (OSError, ValueError): return {}
+
+def commit_training_state(ckdir, ck: dict) -> Path:
+    "Make `ck` the newest training state `last.pt` in one atomic step, keeping the previous one as `last.prev.pt`."
+    from xattn.core import sha256_file
+    ckdir = Path(ckdir); ckdir.mkdir(parents=True, exist_ok=True)
+    last, prev, tmp = ckdir/"last.pt", ckdir/"last.prev.pt", ckdir/f".last.pt.{os.getpid()}.tmp"
+    torch.save(ck, tmp); _fsync(tmp)
+    new = dict(sha256=sha256_file(tmp), size=tmp.stat().st_size, epoch=int(ck.get("epoch", 0)))
+    old = _manifest(ckdir).get("last")
+    save_json(dict(last=old, prev=_manifest(ckdir).get("prev"), pending=new), ckdir/STATE_MANIFEST)   # known before it appears
+    if last.exists(): os.replace(last, prev)
+    os.replace(tmp, last); _fsync(ckdir)
+    save_json(dict(last=new, prev=old), ckdir/STATE_MANIFEST)
+    return last
+
+def load_training_state(ckdir, map_location="cpu") -> tuple[dict | None, Path | None]:
+    "The newest intact state in `ckdir` (`last.pt`, else `last.prev.pt`) verified against `state.json`; `(None, None)` if there is none."
+    from xattn.core import sha256_file
+    ckdir = Path(ckdir); man = _manifest(ckdir)
+    known = {e["sha256"]: e for e in (man.get("last"), man.get("prev"), man.get("pending")) if e}
+    problems = []
+    for p in (ckdir/"last.pt", ckdir/"last.prev.pt"):
+        if not p.exists(): continue
+        if known and sha256_file(p) not in known:
+            problems.append(f"{p.name}: its sha256 matches no recorded state (truncated or damaged)"); continue
+        try: ck = read_checkpoint(p, map_location)
+        except CheckpointError as e: problems.append(str(e)); continue
+        if problems: get_logger("xattn.train").warning(f"{ckdir/'last.pt'} is not usable ({problems[0]}); resuming from {p} (epoch {ck.get('epoch')}) instead")
+        return ck, p
+    if problems: raise CheckpointError(f"{ckdir}: no usable training state ({'; '.join(problems)}); move the checkpoints folder away to start over")
+    return None, None
 
 # %% ../nbs/06_train.ipynb #7ce990c1
 class _JsonlLog:
@@ -155,6 +212,13 @@ class _JsonlLog:
             step = rec.get("step", rec.get("epoch", 0))
             for k, v in rec.items():
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"): self.tb.add_scalar(f"{rec['kind']}/{k}", v, step)
+    def keep_until(self, step: int, epoch: int):
+        "Drop the records written after the state a run resumes from (so a resume never repeats them)."
+        if not self.path.exists(): return
+        keep = [l for l in self.path.read_text(encoding="utf-8").splitlines() if l.strip() and
+                (lambda r: (r.get("step", 0) <= step) if r.get("kind") == "step" else (r.get("epoch", 0) <= epoch))(json.loads(l))]
+        tmp = self.path.with_name(f".{self.path.name}.tmp"); tmp.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
+        os.replace(tmp, self.path)
     def close(self):
         if self.tb is not None: self.tb.close()
 
@@ -202,13 +266,25 @@ def _optimisation(model, cfg: TrainConfig, steps_per_epoch: int, device, amp_dty
                                                                  int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.min_lr_ratio))
     return opt, sched, torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-def _resume(last: Path, model, opt, sched, scaler, device, rank: int, world: int) -> TrainState:
-    "Restore weights, optimiser, schedule, scaler, RNG states and the `TrainState` from `last`."
-    ck = read_checkpoint(last, map_location=device)
+def _resume(ck: dict, model, opt, sched, scaler, rank: int, world: int) -> TrainState:
+    "Restore weights, optimiser, schedule, scaler, RNG states and the `TrainState` from the training state `ck`."
     _unwrap(model).load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
     if "scaler" in ck: scaler.load_state_dict(ck["scaler"])
     set_rng_state(ck["rng"]) if world == 1 else set_rng_state(ck["rng_ranks"][rank]) if "rng_ranks" in ck else None
     return TrainState(ck["epoch"], ck["step"], ck["history"], ck["best"], ck["bad_epochs"])
+
+def _best_weights(ck: dict | None, ckdir: Path):
+    "The best epoch's weights of a resumed run: from the training state (or, for states written before it held them, `best.pt`)."
+    if ck is None: return None
+    if "best_model" in ck: return ck["best_model"]
+    return read_checkpoint(ckdir/"best.pt")["model"] if (ckdir/"best.pt").exists() else None
+
+def _sync_best(ckdir: Path, model, best_sd, state: TrainState, extra: dict):
+    "Rewrite `best.pt` from the best weights unless it already holds the best epoch's."
+    if best_sd is None: return
+    try: same = read_checkpoint(ckdir/"best.pt")["best"]["epoch"] == state.best["epoch"]
+    except (CheckpointError, KeyError, TypeError): same = False
+    if not same: atomic_save({**checkpoint_dict(model, **extra), "model": best_sd}, ckdir/"best.pt")
 
 # %% ../nbs/06_train.ipynb #15bdb4cd
 def _train_epoch(ddp, model, loader, opt, sched, scaler, cfg: TrainConfig, device, amp_dtype, state: TrainState, jlog, world: int) -> float:
@@ -242,15 +318,15 @@ def _select(state: TrainState, rec: dict) -> bool:
     else: state.bad_epochs += 1
     return improved
 
-def _save_epoch(ckdir: Path, model, opt, sched, scaler, state: TrainState, cfg: TrainConfig, improved: bool, rank: int, world: int):
-    "Write `last.pt` (and `best.pt` when the epoch improved) on rank 0, with every rank's RNG state under DDP."
+def _save_epoch(ckdir: Path, model, opt, sched, scaler, state: TrainState, cfg: TrainConfig, best_sd, rank: int, world: int):
+    "Commit the training state (with the best weights) on rank 0, then bring `best.pt` up to date; every rank's RNG under DDP."
     extra = dict(**dataclasses.asdict(state), train_config=config_to_dict(cfg))
     if world > 1:   # each rank's RNG, so dropout streams continue per rank after a resume
         import torch.distributed as dist
         allrng = [None] * world; dist.all_gather_object(allrng, rng_state()); extra["rng_ranks"] = allrng
     if rank == 0:
-        save_checkpoint(ckdir/"last.pt", model, opt, sched, scaler, **extra)
-        if improved: save_checkpoint(ckdir/"best.pt", model, **extra)
+        commit_training_state(ckdir, checkpoint_dict(model, opt, sched, scaler, best_model=best_sd, **extra))
+        _sync_best(ckdir, model, best_sd, state, {k: v for k, v in extra.items() if k != "rng_ranks"})
 
 # %% ../nbs/06_train.ipynb #94fea445
 def train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig | dict | None = None, run_dir=None) -> dict:
@@ -263,15 +339,19 @@ def train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig | dict | None = N
     ckdir, amp_dtype = run_dir/"checkpoints", autocast_dtype(device, cfg.precision)
     model = model.to(device)
     opt, sched, scaler = _optimisation(model, cfg, len(_loader(train_ds, cfg, True, rank, world)), device, amp_dtype)
-    state = TrainState()
-    if cfg.resume and (ckdir/"last.pt").exists():
-        state = _resume(ckdir/"last.pt", model, opt, sched, scaler, device, rank, world)
-        if rank == 0: log.info(f"resumed from {ckdir/'last.pt'} after epoch {state.epoch}")
+    state, ck = TrainState(), None
+    if cfg.resume: ck, src_path = load_training_state(ckdir, map_location=device)
+    if ck is not None:
+        state = _resume(ck, model, opt, sched, scaler, rank, world)
+        if rank == 0: log.info(f"resumed from {src_path} after epoch {state.epoch}")
+    best_sd = _best_weights(ck, ckdir); del ck
+    if rank == 0 and state.epoch: _sync_best(ckdir, model, best_sd, state, dict(**dataclasses.asdict(state), train_config=config_to_dict(cfg)))
     ddp = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
         ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     jlog = _JsonlLog(run_dir/"metrics.jsonl", rank == 0, run_dir/"tensorboard" if cfg.tensorboard else None)
+    if rank == 0: jlog.keep_until(state.step, state.epoch)        # a resumed run never repeats the records after its state
     val_loader = _loader(val_ds, cfg, False, rank, world, shard_eval=True) if val_ds is not None and len(val_ds) else None
     stopped_early, t0 = False, time.time()
     bar = tqdm(range(state.epoch, cfg.epochs), desc="train", disable=rank != 0, initial=state.epoch, total=cfg.epochs)
@@ -281,8 +361,9 @@ def train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig | dict | None = N
         if val_loader is not None:
             v = validate(ddp, val_loader, device, amp_dtype, world)
             rec.update(val_loss=v["loss"], val_top1=v["top1"], val_top5=v["top5"], val_n=v["n"])
-        jlog(rec); improved = _select(state, rec); state.epoch = epoch + 1
-        _save_epoch(ckdir, model, opt, sched, scaler, state, cfg, improved, rank, world)
+        jlog(rec); state.epoch = epoch + 1
+        if _select(state, rec): best_sd = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+        _save_epoch(ckdir, model, opt, sched, scaler, state, cfg, best_sd, rank, world)
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", **({"val_top1": f"{rec['val_top1']:.3f}"} if "val_top1" in rec else {}))
         if cfg.early_stop_patience > 0 and state.bad_epochs >= cfg.early_stop_patience:
             stopped_early = True
