@@ -9,15 +9,17 @@ from pathlib import Path
 import numpy as np
 import h5py
 import xattn
-from .core import XattnError, get_logger, to_jsonable, cli_command, parse_config_args
+from .core import XattnError, get_logger, to_jsonable, cli_command, parse_config_args, save_json
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['log', 'STORE_FORMAT', 'STORE_VERSION', 'COMPRESSIONS', 'VOLATILE_PROVENANCE', 'StoreError', 'StoreKeyError',
-           'compression_kwargs', 'chunk_rows', 'parts_dir', 'shard_path', 'shard_files', 'store_files',
-           'provenance_identity', 'provenance_diff', 'FeatureStore', 'ExtractorView', 'FeatureWriter', 'merge_stores',
-           'consolidate_store', 'store_diff', 'check_store', 'StoreCheckConfig', 'StoreMergeConfig', 'StoreInfoConfig',
-           'store_check_cli', 'store_merge_cli', 'store_info_cli', 'measure_compression']
+__all__ = ['log', 'STORE_FORMAT', 'STORE_VERSION', 'COMPRESSIONS', 'SEGMENTS_MANIFEST', 'VOLATILE_PROVENANCE', 'StoreError',
+           'StoreKeyError', 'compression_kwargs', 'chunk_rows', 'parts_dir', 'shard_path', 'shard_files',
+           'segment_manifest', 'segment_problems', 'store_files', 'provenance_identity', 'provenance_diff',
+           'index_problem', 'FeatureStore', 'ExtractorView', 'FeatureWriter', 'merge_stores', 'consolidate_store',
+           'store_diff', 'check_store', 'repair_store', 'StoreCheckConfig', 'StoreMergeConfig', 'StoreRepairConfig',
+           'StoreInfoConfig', 'store_check_cli', 'store_merge_cli', 'store_info_cli', 'store_repair_cli',
+           'measure_compression']
 
 # %% ../nbs/04_store.ipynb #3b88e4c5
 log = get_logger("xattn.store")
@@ -92,6 +94,7 @@ class _GroupPlan:
     provenance: dict
     blocks: object            # iterable of (rows [n, tokens, dim], spans [n, 2]) in index order
     compression: str = "none"
+    checksum: bool = True     # HDF5 fletcher32 on rows and spans: a flipped bit fails the read instead of returning a wrong number
 
 # %% ../nbs/04_store.ipynb #48cbb0ea
 def _write_store_file(path: Path, groups: dict, status: list | None = None, chunk_bytes: int = 1 << 16, videos: list | None = None) -> Path:
@@ -105,16 +108,16 @@ def _write_store_file(path: Path, groups: dict, status: list | None = None, chun
             for name, p in groups.items():
                 g = f.create_group(_check_name(name))
                 n = int(np.sum(p.counts)); dt = np.dtype(p.dtype)
-                ckw = compression_kwargs(p.compression)   # uncompressed: contiguous, one read per video and no chunk index
-                kw = dict(chunks=(min(n, chunk_rows(p.tokens, p.dim, dt.itemsize, chunk_bytes)), p.tokens, p.dim), **ckw) if n and ckw else {}
-                rows = g.create_dataset("rows", (n, p.tokens, p.dim), dtype=dt, **kw)
-                spans = g.create_dataset("spans", (n, 2), dtype="float64")
+                ckw = {**compression_kwargs(p.compression), **({"fletcher32": True} if p.checksum else {})}
+                cr = min(n, chunk_rows(p.tokens, p.dim, dt.itemsize, chunk_bytes))   # neither: contiguous, one read per video
+                rows = g.create_dataset("rows", (n, p.tokens, p.dim), dtype=dt, **(dict(chunks=(cr, p.tokens, p.dim), **ckw) if n and ckw else {}))
+                spans = g.create_dataset("spans", (n, 2), dtype="float64", **(dict(chunks=(cr, 2), fletcher32=True) if n and p.checksum else {}))
                 _str_ds(g, "video_ids", p.video_ids)
                 counts = np.asarray(p.counts, dtype=np.int64)
                 g.create_dataset("counts", data=counts)
                 g.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) else counts)
                 g.attrs.update(provenance=json.dumps(to_jsonable(p.provenance), sort_keys=True), tokens=p.tokens, dim=p.dim,
-                               dtype=dt.name, compression=p.compression or "none",
+                               dtype=dt.name, compression=p.compression or "none", checksum="fletcher32" if p.checksum else "none",
                                **{k: str(v) for k, v in p.provenance.items() if k in ("extractor", "weights")})
                 at = 0
                 for r, s in p.blocks:
@@ -148,6 +151,21 @@ def _segments(path: Path) -> list[Path]:
     d = parts_dir(path)
     return sorted(q for q in d.glob("*.h5") if not q.name.startswith(".")) if d.is_dir() else []
 
+SEGMENTS_MANIFEST = "SEGMENTS.json"
+
+def segment_manifest(path) -> dict:
+    "Committed segments of the store file `path` as the writers recorded them: `{name: size in bytes}` (empty if none)."
+    try: return json.loads((parts_dir(path)/SEGMENTS_MANIFEST).read_text()).get("segments", {})
+    except (OSError, ValueError): return {}
+
+def segment_problems(path) -> tuple[list[str], list[str]]:
+    "`(errors, warnings)`: recorded segments that are missing or have another size; segments on disk that no writer recorded."
+    listed, on_disk = segment_manifest(path), {q.name: q.stat().st_size for q in _segments(Path(path))}
+    errors = [f"{parts_dir(path)/n}: recorded as committed but missing (deleted?)" for n in listed if n not in on_disk]
+    errors += [f"{parts_dir(path)/n}: {on_disk[n]} bytes, {listed[n]} were committed (truncated?)" for n in listed if n in on_disk and on_disk[n] != listed[n]]
+    warnings = [f"{parts_dir(path)/n}: not recorded in {SEGMENTS_MANIFEST} (a writer killed right after committing it?)" for n in on_disk if n not in listed]
+    return errors, warnings
+
 def store_files(path) -> list[Path]:
     "The committed HDF5 files that make up the store `path` (a file, its segments, shards, a folder or a list)."
     if isinstance(path, (list, tuple)): return [q for p in path for q in store_files(p)]
@@ -170,6 +188,17 @@ def provenance_diff(a: dict, b: dict) -> list[str]:
     "Keys whose identity values differ between provenance dicts `a` and `b`, as 'key: a != b' lines."
     a, b = provenance_identity(a), provenance_identity(b)
     return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+# %% ../nbs/04_store.ipynb #04a6e247
+def index_problem(offs: np.ndarray, cnts: np.ndarray, n_ids: int, n_rows: int) -> str | None:
+    "What is wrong with an extractor's index (`offsets`, `counts` of `n_ids` videos into `n_rows` rows), or None."
+    offs, cnts = np.asarray(offs), np.asarray(cnts)
+    if not len(offs) == len(cnts) == n_ids: return f"index lengths differ (ids {n_ids}, offsets {len(offs)}, counts {len(cnts)})"
+    if not len(cnts): return None
+    if cnts.min() < 1 or offs.min() < 0 or (offs + cnts).max() > n_rows: return f"the index points outside the {n_rows} rows (or a video has no rows)"
+    o = np.argsort(offs, kind="stable")
+    if np.any(offs[o][1:] < (offs + cnts)[o][:-1]): return "videos share rows (overlapping ranges)"
+    return None
 
 # %% ../nbs/04_store.ipynb #44cdf021
 @dataclasses.dataclass
@@ -211,6 +240,8 @@ def _read_index(files: list[Path]) -> tuple[dict, dict, dict]:
                     raise StoreError(f"{p}: extractor {name} has rows [{tokens}, {dim}] but an earlier file has "
                                      f"[{ix.tokens}, {ix.dim}]; these files do not belong to one store")
                 ids, offs, cnts = g["video_ids"].asstr()[()], g["offsets"][()], g["counts"][()]
+                why = index_problem(offs, cnts, len(ids), g["rows"].shape[0])
+                if why: raise StoreError(f"{p}: extractor {name}: {why} (damaged file); run `xattn store check {p}` and `xattn store repair`")
                 for vid, o, c in zip(ids.tolist(), offs.tolist(), cnts.tolist()):
                     if vid not in ix.loc: ix.loc[vid] = (fi, o, c); ix.rows += c
     return index, status, videos
@@ -222,6 +253,9 @@ class FeatureStore:
         self.path, self.files, self.cache_mb = path, store_files(path), cache_mb
         if not self.files:
             raise StoreError(f"{path}: no feature store found (write one with `xattn extract --out {path}` or check the path)")
+        for main in {Path(q) for q in ([path] if isinstance(path, (str, Path)) else path)}:
+            errs = segment_problems(main)[0] if Path(main).suffix == ".h5" else []
+            if errs: raise StoreError(f"{errs[0]}; the store {main} is incomplete: run `xattn store check {main}` and `xattn store repair {main}`")
         self._index = self._status = self._videos = None; self._h, self._ds, self._pid, self._mem = {}, {}, None, None
         if in_memory: self.load()
 
@@ -320,18 +354,23 @@ def _loc(self: FeatureStore, extractor, video_id):
                             + (f" (it was {why['status']}: {why['reason']})" if why else "")) from None
 
 @patch
+def _read(self: FeatureStore, extractor: str, video_id: str, what: str) -> np.ndarray:
+    fi, o, c = self._loc(extractor, video_id)
+    if self._mem is not None: return self._mem[extractor][0 if what == "rows" else 1][fi][o:o + c]
+    try: return self._dataset(fi, extractor, what)[o:o + c]
+    except OSError as e:         # fletcher32 mismatch or an unreadable block: never hand out what the file says
+        raise StoreError(f"{self.files[fi]}: {extractor}/{video_id}: {what} fail their checksum or cannot be read ({str(e).splitlines()[0][:80]}); "
+                         f"the file is damaged: run `xattn store check {self.path}` and `xattn store repair {self.path}`") from None
+
+@patch
 def get(self: FeatureStore, extractor: str, video_id: str) -> np.ndarray:
     "The rows `[count, tokens, dim]` of `video_id` for `extractor`."
-    fi, o, c = self._loc(extractor, video_id)
-    if self._mem is not None: return self._mem[extractor][0][fi][o:o + c]
-    return self._dataset(fi, extractor, "rows")[o:o + c]
+    return self._read(extractor, video_id, "rows")
 
 @patch
 def spans(self: FeatureStore, extractor: str, video_id: str) -> np.ndarray:
     "Clip spans `[count, 2]` (start, end seconds) of the rows of `video_id`."
-    fi, o, c = self._loc(extractor, video_id)
-    if self._mem is not None: return self._mem[extractor][1][fi][o:o + c]
-    return self._dataset(fi, extractor, "spans")[o:o + c]
+    return self._read(extractor, video_id, "spans")
 
 # %% ../nbs/04_store.ipynb #6a0f8452
 @patch
@@ -502,6 +541,8 @@ def commit(self: FeatureWriter) -> Path | None:
     seq = 1 + max([int(q.name.split("-")[0]) for q in _segments(self.path)] or [0])
     seg = _write_store_file(d/f"{seq:06d}-{os.getpid()}-{uuid.uuid4().hex[:6]}.h5", groups, self._pending_status,
                             self.chunk_bytes, self._pending_videos)
+    man = {**segment_manifest(self.path), seg.name: seg.stat().st_size}
+    save_json(dict(segments=man), d/SEGMENTS_MANIFEST)           # the list of committed segments (a deleted one is noticed)
     self.committed_videos += len(self._pending_ids); self.segments_written += 1
     self._pending, self._pending_status, self._pending_videos, self._pending_ids, self._pending_bytes = {}, [], [], [], 0
     return seg
@@ -540,13 +581,17 @@ def _check_provenance(index: dict, files: list):
             if diff: raise StoreError(f"cannot join {name} of {ref[0]} and {p}: provenance differs ({'; '.join(diff)})")
 
 def merge_stores(inputs, out: str | Path, virtual: bool = False, compression: str | None = None,
-                 chunk_bytes: int = 1 << 16, block_rows: int = 8192) -> Path:
-    "Join the stores `inputs` into the new store file `out` (copy, or `virtual` datasets pointing into the inputs)."
+                 chunk_bytes: int = 1 << 16, block_rows: int = 8192, exclude: dict | None = None) -> Path:
+    "Join the stores `inputs` into the new store file `out` (copy, or `virtual` datasets pointing into the inputs), leaving out `exclude` (extractor -> ids)."
     files, out = store_files(inputs), Path(out)
     if not files: raise StoreError(f"{inputs}: no store files to merge")
     if out.resolve() in [p.resolve() for p in files] and virtual:
         raise StoreError(f"{out}: a virtual merge cannot replace one of its own inputs")
     index, status, videos = _read_index(files)
+    for name, ids in (exclude or {}).items():
+        if name in index:
+            for v in ids:
+                if v in index[name].loc: index[name].rows -= index[name].loc.pop(v)[2]
     _check_provenance(index, files)
     status_rows = [dict(video_id=v, **s) for v, s in status.items() if not (index and all(v in ix.loc for ix in index.values()))]
     video_rows = [dict(video_id=v, **m) for v, m in videos.items()]
@@ -605,6 +650,7 @@ def consolidate_store(path: str | Path, chunk_bytes: int = 1 << 16) -> Path:
     if not segs: return path
     merge_stores(([path] if path.exists() else []) + segs, path, chunk_bytes=chunk_bytes)
     for q in segs: q.unlink()
+    (parts_dir(path)/SEGMENTS_MANIFEST).unlink(missing_ok=True)
     try: parts_dir(path).rmdir()
     except OSError: pass
     return path
@@ -632,6 +678,37 @@ def store_diff(a, b, limit: int = 10, rtol: float = 0.0) -> list[str]:
     if fa != fb: out.append(f"failed videos differ: {sorted(set(fa.items()) ^ set(fb.items()))[:limit]}")
     return out
 
+# %% ../nbs/04_store.ipynb #c5c2e84a
+def _scan_rows(g, ids, offs, cnts, where: str, errors: list, warnings: list, block_rows: int) -> list[str]:
+    "Read every row and span of group `g`: NaN/Inf, checksum failures (localised to videos), float16 precision. Returns damaged video ids."
+    rows, spans, n = g["rows"], g["spans"], g["rows"].shape[0]
+    damaged, bad_rows, first_bad, tiny, zeros, total = [], 0, None, 0, 0, 0
+    for a in range(0, n, block_rows):
+        b = min(n, a + block_rows)
+        try: blk, sp = rows[a:b], spans[a:b]
+        except OSError:                     # a checksum failed somewhere in the block: find the videos it belongs to
+            for vid, o, c in zip(ids, offs, cnts):
+                if o < b and o + c > a:
+                    try: rows[o:o + c]; spans[o:o + c]
+                    except OSError: damaged.append(str(vid))
+            continue
+        if not np.isfinite(sp).all() or np.any(sp[:, 1] < sp[:, 0]): errors.append(f"{where}: spans not finite or end < start in rows {a}-{b}")
+        bad = ~np.isfinite(blk.reshape(len(blk), -1)).all(1)
+        if bad.any():
+            bad_rows += int(bad.sum()); first_bad = a + int(np.argmax(bad)) if first_bad is None else first_bad
+        if blk.dtype == np.float16:
+            v = np.abs(blk[np.isfinite(blk)]); total += v.size
+            tiny += int(((v > 0) & (v < np.finfo(np.float16).tiny)).sum()); zeros += int((v == 0).sum())
+    if damaged: errors.append(f"{where}: {len(damaged)} videos fail their checksum (damaged rows), e.g. {sorted(set(damaged))[:5]}; "
+                              "`xattn store repair` drops them so the next extraction run redoes them")
+    if bad_rows:
+        vid = next((v for v, o, c in zip(ids, offs, cnts) if o <= first_bad < o + c), None)
+        errors.append(f"{where}: {bad_rows} rows hold NaN or Inf (first in video {vid!r})")
+    if total and tiny / total > 0.01:
+        warnings.append(f"{where}: float16 loses precision here: {tiny / total:.1%} of values are subnormal and {zeros / total:.1%} exactly 0; "
+                        "extract with --dtype float32 for small-magnitude features")
+    return sorted(set(damaged))
+
 # %% ../nbs/04_store.ipynb #9fbb2d44
 def _check_file(p: Path, errors: list, warnings: list, scan_values: bool, block_rows: int) -> dict:
     "Check one store file; append problems to `errors`/`warnings`; return per-extractor facts."
@@ -657,34 +734,16 @@ def _check_file(p: Path, errors: list, warnings: list, scan_values: bool, block_
             if rows.ndim != 3 or rows.shape[1:] != (tokens, dim): errors.append(f"{where}: rows {rows.shape}, attributes say [*, {tokens}, {dim}]")
             if spans.shape != (n, 2): errors.append(f"{where}: spans {spans.shape} for {n} rows")
             ids, offs, cnts = g["video_ids"].asstr()[()], g["offsets"][()], g["counts"][()]
-            if not (len(ids) == len(offs) == len(cnts)):
-                errors.append(f"{where}: index lengths differ (ids {len(ids)}, offsets {len(offs)}, counts {len(cnts)})"); continue
+            why = index_problem(offs, cnts, len(ids), n)
+            if why: errors.append(f"{where}: {why}"); facts[name] = dict(ids=[], rows=n, tokens=tokens, dim=dim, dtype=str(rows.dtype), provenance=prov, unusable=True); continue
             if len(set(ids.tolist())) != len(ids): errors.append(f"{where}: duplicate video ids in one file")
-            if len(cnts) and (cnts.min() < 1 or offs.min() < 0 or (offs + cnts).max() > n):
-                errors.append(f"{where}: index points outside the {n} rows (or a video has no rows)")
-            order = np.argsort(offs, kind="stable")
-            if len(order) > 1 and np.any(offs[order][1:] < (offs + cnts)[order][:-1]): errors.append(f"{where}: videos share rows (overlapping ranges)")
             if int(cnts.sum()) != n: warnings.append(f"{where}: {n - int(cnts.sum())} rows belong to no video")
             if rows.is_virtual:
                 for vs in rows.virtual_sources():
                     src = Path(vs.file_name); src = src if src.is_absolute() else p.parent/src
                     if vs.file_name != "." and not src.exists(): errors.append(f"{where}: virtual source {vs.file_name} is missing (merge again, or use a copy merge)")
-            bad_rows = 0; first_bad = None
-            if scan_values and n:
-                try:
-                    sp = spans[()]
-                    if not np.isfinite(sp).all() or np.any(sp[:, 1] < sp[:, 0]): errors.append(f"{where}: spans not finite or end < start")
-                    for a in range(0, n, block_rows):
-                        blk = rows[a:a + block_rows]
-                        bad = ~np.isfinite(blk.reshape(len(blk), -1)).all(1)
-                        if bad.any():
-                            bad_rows += int(bad.sum())
-                            if first_bad is None: first_bad = a + int(np.argmax(bad))
-                except OSError as e: errors.append(f"{where}: rows cannot be read ({e}); the file is damaged")
-            if bad_rows:
-                vid = next((v for v, o, c in zip(ids, offs, cnts) if o <= first_bad < o + c), None)
-                errors.append(f"{where}: {bad_rows} rows hold NaN or Inf (first in video {vid!r})")
-            facts[name] = dict(ids=ids.tolist(), rows=n, tokens=tokens, dim=dim, dtype=str(rows.dtype), provenance=prov)
+            damaged = _scan_rows(g, ids, offs, cnts, where, errors, warnings, block_rows) if scan_values and n else []
+            facts[name] = dict(ids=ids.tolist(), rows=n, tokens=tokens, dim=dim, dtype=str(rows.dtype), provenance=prov, damaged=damaged)
     return facts
 
 # %% ../nbs/04_store.ipynb #902ad093
@@ -692,9 +751,14 @@ def check_store(path, scan_values: bool = True, block_rows: int = 4096) -> dict:
     "Validate the store `path`; returns `{ok, errors, warnings, files, extractors}` (`ok` means no errors)."
     files, errors, warnings = store_files(path), [], []
     if not files: return dict(ok=False, errors=[f"{path}: no store files"], warnings=[], files=[], extractors={})
-    per_ext = {}
+    for main in ([path] if isinstance(path, (str, Path)) else list(path)):
+        if Path(main).suffix == ".h5":
+            e, w = segment_problems(main); errors += e; warnings += w
+    per_ext, damaged = {}, {}
     for p in files:
-        for name, fa in _check_file(p, errors, warnings, scan_values, block_rows).items(): per_ext.setdefault(name, []).append((p, fa))
+        for name, fa in _check_file(p, errors, warnings, scan_values, block_rows).items():
+            if fa.get("damaged"): damaged.setdefault(str(p), {})[name] = fa["damaged"]
+            per_ext.setdefault(name, []).append((p, fa))
     summary = {}
     for name, items in per_ext.items():
         (p0, f0), seen, dup = items[0], set(), 0
@@ -714,7 +778,39 @@ def check_store(path, scan_values: bool = True, block_rows: int = 4096) -> dict:
     for p in {q.parent for q in files} | {parts_dir(q) for q in files if parts_dir(q).is_dir()}:
         left = [t.name for t in p.glob(".*.tmp")]
         if left: warnings.append(f"{p}: {len(left)} temporary file(s) of a killed writer (removed by the next writer)")
-    return dict(ok=not errors, errors=errors, warnings=warnings, files=[str(p) for p in files], extractors=summary)
+    return dict(ok=not errors, errors=errors, warnings=warnings, files=[str(p) for p in files], extractors=summary, damaged=damaged)
+
+# %% ../nbs/04_store.ipynb #9defd853
+def _set_aside(path: Path, f: Path) -> Path:
+    "Move `f` into `<store>.damaged/` (never delete it); returns where it went."
+    aside = path.with_name(path.name + ".damaged"); aside.mkdir(exist_ok=True)
+    dest = aside/f"{f.name}.{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    os.replace(f, dest); return dest
+
+def repair_store(path) -> dict:
+    "Drop what `check_store` finds damaged in the store `path` (moved aside, never deleted); returns what was done and the new check."
+    path, done = Path(path), []
+    man = segment_manifest(path)
+    for n, size in list(man.items()):
+        q = parts_dir(path)/n
+        if not q.exists(): man.pop(n); done.append(f"forgot {q}: recorded but missing; its videos will be extracted again")
+        elif q.stat().st_size != size: man.pop(n); done.append(f"moved {q} -> {_set_aside(path, q)}: truncated")
+    if parts_dir(path).is_dir():
+        man.update({q.name: q.stat().st_size for q in _segments(path) if q.name not in man})
+        save_json(dict(segments=man), parts_dir(path)/SEGMENTS_MANIFEST)
+    for f in store_files(path):
+        errs, warns = [], []
+        facts = _check_file(f, errs, warns, True, 4096)
+        if (errs and not facts) or any(fa.get("unusable") for fa in facts.values()):
+            done.append(f"moved {f} -> {_set_aside(path, f)}: {errs[0]}"); continue
+        bad = {n: fa["damaged"] for n, fa in facts.items() if fa.get("damaged")}
+        if bad:
+            tmp = f.with_name(f".{f.name}.repair.h5")
+            merge_stores([f], tmp, exclude=bad)
+            done.append(f"rewrote {f} without {sum(map(len, bad.values()))} damaged videos ({bad}); original -> {_set_aside(path, f)}")
+            os.replace(tmp, f)
+    if parts_dir(path).is_dir(): save_json(dict(segments={q.name: q.stat().st_size for q in _segments(path)}), parts_dir(path)/SEGMENTS_MANIFEST)
+    return dict(actions=done, check=check_store(path))
 
 # %% ../nbs/04_store.ipynb #8c478c46
 @dataclasses.dataclass
@@ -731,6 +827,11 @@ class StoreMergeConfig:
     inputs: tuple[str, ...] = dataclasses.field(default=(), metadata={"positional": True, "help": "store files, shard folders or stores with segments"})
     virtual: bool = dataclasses.field(default=False, metadata={"help": "virtual datasets pointing into the inputs (no copy; keep the inputs)"})
     compression: str | None = dataclasses.field(default=None, metadata={"help": "recompress rows (default: keep each extractor's)"})
+
+@dataclasses.dataclass
+class StoreRepairConfig:
+    "Which store `xattn store repair` repairs."
+    path: str = dataclasses.field(default="", metadata={"positional": True, "help": "store file (its segments included)"})
 
 @dataclasses.dataclass
 class StoreInfoConfig:
@@ -771,6 +872,15 @@ def store_info_cli(argv: list[str]) -> int:
                 extractors={n: dict(videos=len(s[n]), rows=s[n].num_rows, shape=list(s[n].shape), dtype=str(s[n].dtype),
                                     provenance=s.provenance(n)) for n in s.extractors})
     print(json.dumps(info, indent=1)); return 0
+
+@cli_command("store repair")
+def store_repair_cli(argv: list[str]) -> int:
+    "Drop the damaged parts of a store (moved aside, never deleted) so it passes `store check`; the next extract run redoes them."
+    a, _ = parse_config_args(StoreRepairConfig, argv, prog="xattn store repair", description=store_repair_cli.__doc__)
+    r = repair_store(a.path)
+    for line in r["actions"]: print(line)
+    print(f"{'OK' if r['check']['ok'] else 'STILL FAILING'}: {len(r['actions'])} repair(s); {len(r['check']['errors'])} error(s) left")
+    return 0 if r["check"]["ok"] else 1
 
 # %% ../nbs/04_store.ipynb #1ec246e0
 def measure_compression(store, extractor: str, compressions=COMPRESSIONS, chunk_bytes: int = 1 << 16, work_dir=None,
