@@ -812,7 +812,7 @@ def repair_store(path) -> dict:
     if parts_dir(path).is_dir(): save_json(dict(segments={q.name: q.stat().st_size for q in _segments(path)}), parts_dir(path)/SEGMENTS_MANIFEST)
     return dict(actions=done, check=check_store(path))
 
-# %% ../nbs/04_store.ipynb #8c478c46
+# %% ../nbs/04_store.ipynb #9ae8628c
 @dataclasses.dataclass
 class StoreCheckConfig:
     "What `xattn store check` validates."
@@ -838,6 +838,7 @@ class StoreInfoConfig:
     "Which store `xattn store info` describes."
     path: str = dataclasses.field(default="", metadata={"positional": True, "help": "store file, shard folder, or store with segments"})
 
+# %% ../nbs/04_store.ipynb #099bc36a
 @cli_command("store check")
 def store_check_cli(argv: list[str]) -> int:
     "Validate a feature store: index consistency, shapes, NaN/Inf, provenance; exit 1 on errors."
