@@ -14,7 +14,7 @@ __all__ = ['IN_TEST', 'CLI_COMMANDS', 'XattnError', 'get_device', 'autocast_dtyp
            'to_jsonable', 'save_json', 'load_json', 'config_from_dict', 'config_to_dict', 'sha256_file', 'cache_dir',
            'weights_dir', 'runs_root', 'shard_env', 'local_rank', 'cuda_index', 'environment_info', 'make_run_dir',
            'repo_root', 'notebook_path', 'cli_command', 'nest_dotted', 'merge_dicts', 'parse_value', 'parse_kv',
-           'parse_config_args', 'json_command', 'peak_rss_mb']
+           'parse_config_args', 'setting_error', 'check_settings', 'check_device', 'json_command', 'peak_rss_mb']
 
 # %% ../nbs/00_core.ipynb #9321d601
 IN_TEST = os.environ.get("IN_TEST", "") not in ("", "0", "false", "False")
@@ -301,17 +301,53 @@ def _add_config_flags(p, cls, base: dict, prefix: str = ""):
         else: p.add_argument(flag, dest=dest, type=_flag_parser(tp), default=None, metavar=f.name.upper(), choices=f.metadata.get("choices"),
                              help=hlp if "default" in hlp else f"{hlp} (default: {base.get(f.name)})".strip())
 
+# %% ../nbs/00_core.ipynb #bf99149d
+import argparse
+class _OneLineParser(argparse.ArgumentParser):
+    "An `ArgumentParser` whose errors are one line (`prog: error: ...`), exit status 2, no usage dump."
+    def error(self, message): self.exit(2, f"{self.prog}: error: {message}\n")
+
 # %% ../nbs/00_core.ipynb #411b993f
 def parse_config_args(cls, argv: list[str] | None = None, prog: str | None = None, description: str | None = None,
                       defaults: dict | None = None, extra: typing.Callable | None = None):
     "Parse `argv` into dataclass `cls` (one flag per field, `--outer.inner` for nested configs); `extra(parser)` may add non-config flags. Returns `(cfg, namespace)`."
     import argparse
-    p = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").strip())
+    p = _OneLineParser(prog=prog, description=description or (cls.__doc__ or "").strip())
     _add_config_flags(p, cls, merge_dicts(config_to_dict(cls()), defaults or {}))
     if extra is not None: extra(p)
     ns = p.parse_args(argv)
     given = nest_dotted({k[4:]: v for k, v in vars(ns).items() if k.startswith("cfg:") and v is not None})
     return config_from_dict(cls, merge_dicts(defaults or {}, given)), ns
+
+# %% ../nbs/00_core.ipynb #a7b48880
+def setting_error(cfg, field: str, why: str) -> XattnError:
+    "One-line error naming the setting (`--flag`) of `cfg`, its value and what is allowed."
+    return XattnError(f"{type(cfg).__name__}: --{field.replace('_', '-')} {getattr(cfg, field)!r}: {why}")
+
+def check_settings(cfg, rules: dict):
+    "Raise `setting_error` for the first field of `cfg` outside its rule: `(lo, hi)` inclusive bounds or a list of allowed values."
+    for f, rule in rules.items():
+        v = getattr(cfg, f)
+        if isinstance(rule, list):
+            if v not in rule: raise setting_error(cfg, f, f"use one of {', '.join(map(str, rule))}")
+            continue
+        lo, hi = rule
+        if v is None: continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)): raise setting_error(cfg, f, "must be a number")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise setting_error(cfg, f, f"must be {'>= ' + str(lo) if hi is None else '<= ' + str(hi) if lo is None else f'between {lo} and {hi}'}")
+
+def check_device(device: str):
+    "Refuse a device string this machine does not have (`auto` and `cpu` always work)."
+    if isinstance(device, torch.device) or device in ("auto", "cpu"): return
+    try: d = torch.device(device)
+    except (RuntimeError, ValueError): raise XattnError(f"--device {device!r}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if d.type == "cuda" and (d.index or 0) >= n:
+        raise XattnError(f"--device {device!r}: this machine has {n} CUDA device(s); use --device cpu or auto")
+    if d.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise XattnError(f"--device {device!r}: MPS is not available here; use --device cpu or auto")
+    if d.type not in ("cuda", "mps", "cpu"): raise XattnError(f"--device {device!r}: use auto, cpu, cuda, cuda:N or mps")
 
 # %% ../nbs/00_core.ipynb #304e7a82
 def json_command(name: str, cls, fn: typing.Callable, doc: str | None = None):

@@ -222,6 +222,8 @@ def _precheck(path) -> Path:
     "Raise a precise `VideoDecodeError` for a missing, zero-byte or non-media file."
     path = Path(path)
     if not path.exists(): raise VideoDecodeError(path, "no such file", "check the path or the annotation's video directory", kind="missing")
+    if not os.access(path, os.R_OK):
+        raise VideoDecodeError(path, "permission denied", "make it readable and run again (unreadable videos are retried)", kind="unreadable")
     if path.is_dir(): return path
     if path.stat().st_size == 0: raise VideoDecodeError(path, "zero-byte file", "the download or copy failed; fetch it again", kind="empty")
     return path

@@ -14,11 +14,14 @@ from .core import (parse_kv, XattnError, get_device, get_logger, save_json, conf
 from .data import VideoRecord, VideoMeta, VideoDecodeError, probe_video, read_frames, sample_uniform
 from .store import FeatureWriter, FeatureStore, shard_path, shard_files, merge_stores, store_files
 from fastcore.basics import patch
+from .core import check_settings, check_device, setting_error
+from .store import compression_kwargs
 
 # %% auto #0
-__all__ = ['SOURCE_KINDS', 'ExtractConfig', 'VideoPlan', 'plan_video', 'VideoInputs', 'flow_short_side', 'load_video_inputs',
-           'VideoInputDataset', 'video_loader', 'ClipBatcher', 'load_extractors', 'extractor_provenance', 'shard_setup',
-           'WorkPlan', 'plan_work', 'ExtractionRun', 'extract_features', 'records_from_source', 'extract_cli']
+__all__ = ['ENVIRONMENT_ERRORS', 'SOURCE_KINDS', 'ExtractConfig', 'VideoPlan', 'plan_video', 'VideoInputs', 'flow_short_side',
+           'load_video_inputs', 'VideoInputDataset', 'video_loader', 'ClipBatcher', 'load_extractors',
+           'extractor_provenance', 'check_extractor_settings', 'shard_setup', 'WorkPlan', 'plan_work', 'ExtractionRun',
+           'extract_features', 'records_from_source', 'extract_cli']
 
 # %% ../nbs/04a_extract.ipynb #51a9720a
 @dataclass
@@ -65,7 +68,15 @@ class ExtractConfig:
         if set(self.random_init) - set(self.extractors):
             raise XattnError(f"ExtractConfig: random_init names {sorted(set(self.random_init) - set(self.extractors))}, "
                              f"which are not among the extractors {list(self.extractors)}")
-        if self.frames < 1 or self.batch_size < 1: raise XattnError(f"ExtractConfig: frames={self.frames} and batch_size={self.batch_size} must be >= 1")
+        from xattn.flow import FLOW_METHODS
+        check_settings(self, dict(frames=(1, None), clips=(0, None), batch_size=(1, None), num_workers=(0, 256), commit_every=(1, None),
+                                  flow_size=(0, None), threads=(0, 4096), limit=(0, None), rank=(-1, None), world_size=(0, None),
+                                  flow_method=sorted(FLOW_METHODS), backend=["auto", "decord", "pyav"], precision=["auto", "fp32", "bf16", "fp16"]))
+        check_device(self.device)
+        compression_kwargs(self.compression)
+        for d in (self.dtype.values() if isinstance(self.dtype, dict) else [self.dtype]):
+            if d not in ("float16", "float32", "bfloat16"): raise setting_error(self, "dtype", "use float16, float32 or bfloat16 (or extractor=dtype,...)")
+        if self.out.is_dir(): raise setting_error(self, "out", "is a folder; give the store file to write (e.g. features.h5)")
 
     def overrides_for(self, name: str) -> dict:
         "The settings overridden for extractor `name` (global ones, then its own)."
@@ -160,7 +171,8 @@ def load_video_inputs(rec: VideoRecord, extractors: dict, frames: int = 16, clip
                 x = torch.stack([torch.as_tensor(e.preprocess(gather(u))) for u in p.units])
             item.inputs[n] = torch.as_tensor(x)
     except Exception as ex:        # a bad video is a result, not a crash of the run
-        item.inputs, item.error = {}, (ex.reason if isinstance(ex, VideoDecodeError) else f"{type(ex).__name__}: {ex}")
+        item.inputs, item.error = {}, (ex.status if isinstance(ex, VideoDecodeError) and ex.kind == "unreadable" else
+                                       ex.reason if isinstance(ex, VideoDecodeError) else f"{type(ex).__name__}: {ex}")
     item.decode_s = time.perf_counter() - t0
     return item
 
@@ -265,6 +277,12 @@ def _video_log(path: Path, console: bool) -> logging.Logger:
         sh = logging.StreamHandler(sys.stderr); sh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")); lg.addHandler(sh)
     return lg
 
+# %% ../nbs/04a_extract.ipynb #67d84991
+def check_extractor_settings(cfg: ExtractConfig):
+    "Every extractor of `cfg` exists and accepts its overrides (checked from the specs, before any model is built)."
+    from xattn.zoo import get_spec
+    for n in cfg.extractors: get_spec(n, **cfg.overrides_for(n))
+
 # %% ../nbs/04a_extract.ipynb #b56bb995
 def shard_setup(cfg: ExtractConfig) -> tuple[int, int, Path, torch.device]:
     "`(rank, world, store file of this shard, device)` of this process; sets the torch threads of CPU ranks."
@@ -308,6 +326,8 @@ def plan_work(records: list, cfg: ExtractConfig, out: Path, rank: int = 0, world
     return plan
 
 # %% ../nbs/04a_extract.ipynb #9a0cba76
+ENVIRONMENT_ERRORS = ("unreadable:", "PermissionError", "environment:")   # not the video's fault: retried by the next run
+
 @dataclass
 class _InFlight:
     "A video whose inputs are in the batchers: its inputs, the outputs so far and the units still missing, per extractor."
@@ -325,8 +345,9 @@ class ExtractionRun:
         self.failed, self.rows, self.frames, self.decode_s, self.processed = [], {n: 0 for n in cfg.extractors}, 0, 0.0, 0
 
     def fail(self, vid: str, path: str, why: str):
-        "Record `vid` as failed (in the store and in the summary)."
-        self.failed.append(dict(id=vid, path=path, reason=why)); self.writer.mark(vid, "failed", why, path)
+        "Record `vid` as failed (in the store and in the summary); a failure of the environment (`unreadable: ...`) is retried next run."
+        status = "error" if why.startswith(ENVIRONMENT_ERRORS) else "failed"
+        self.failed.append(dict(id=vid, path=path, reason=why, status=status)); self.writer.mark(vid, status, why, path)
         self.bar.update(1); self.vlog.info(f"{vid}: failed, {why} ({path})")
 
 # %% ../nbs/04a_extract.ipynb #b058e0ce
@@ -392,6 +413,7 @@ def _stream(cfg, plan: WorkPlan, extractors: dict, writer, vlog, rank: int, worl
 def extract_features(records: list, cfg: ExtractConfig, extractors: dict | None = None) -> dict:
     "Extract `cfg.extractors` features of `records` into the store `cfg.out`; returns the run summary (also saved as JSON)."
     t_start, run_date = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
+    check_extractor_settings(cfg)
     rank, world, out, device = shard_setup(cfg)
     plan = plan_work(records, cfg, out, rank, world)
     extractors = dict(extractors) if extractors is not None else load_extractors(dataclasses.replace(cfg, device=str(device)))
@@ -447,6 +469,9 @@ def records_from_source(source, split: str | None = None, kind: str = "auto") ->
     if kind == "ssv2":
         splits = split.split(",") if split else [s for s in ("train", "validation", "test") if (src/f"{s}.json").exists()]
         if not splits: raise XattnError(f"{src}: no train.json / validation.json / test.json beside labels.json")
+        missing = [s for s in splits if not (src/f"{s}.json").exists()]
+        if missing: raise XattnError(f"--split {','.join(missing)}: no {missing[0]}.json in {src} (splits there: "
+                                     f"{', '.join(sorted(p.stem for p in src.glob('*.json') if p.stem != 'labels')) or 'none'})")
         vdir = src/"videos" if (src/"videos").is_dir() else src
         exts = [p.suffix for p in list(vdir.iterdir())[:1000] if p.is_file()]
         ext = max(set(exts), key=exts.count) if exts else ".webm"
@@ -464,6 +489,7 @@ def extract_cli(argv: list[str]) -> int:
         p.add_argument("--split", default=None, help="SSv2 split(s), comma-separated (default: all present)")
         p.add_argument("--source-kind", default="auto", choices=SOURCE_KINDS, help="how to read --source")
     cfg, ns = parse_config_args(ExtractConfig, argv, prog="xattn extract", extra=extra)
+    check_extractor_settings(cfg)
     s = extract_features(records_from_source(ns.source, ns.split, ns.source_kind), cfg)
     keys = ("out", "rank", "world_size", "total", "already_done", "processed", "wall_s", "videos_per_s", "frames_per_s", "rows")
     line = json.dumps({**{k: s[k] for k in keys}, "skipped": len(s["skipped"]), "failed": len(s["failed"]),
@@ -471,4 +497,5 @@ def extract_cli(argv: list[str]) -> int:
     # One write of the whole line: under torchrun every rank shares one stdout pipe, and a print() split into
     # text and newline let two ranks' lines run together. A write below PIPE_BUF (4 KiB) is atomic.
     sys.stdout.flush(); os.write(sys.stdout.fileno(), line.encode())
-    return 0 if s["processed"] or not s["failed"] else 1
+    asked = s["total"] - s["already_done"] - len(s["skipped"])
+    return 1 if asked > 0 and s["processed"] == 0 else 0          # asked to extract something and extracted nothing

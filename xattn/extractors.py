@@ -170,6 +170,9 @@ def split_overrides(cls, overrides: dict, common=("size", "frames_per_clip")) ->
     "Split `overrides` into common spec fields and `cls.options`; unknown names raise."
     unknown = sorted(set(overrides) - set(common) - set(cls.options))
     if unknown: raise XattnError(f"{cls.name}: unknown setting(s) {unknown}; known: {sorted([*common, *cls.options])}")
+    bad = [f"{k}={overrides[k]!r}" for k in ("size", "frames_per_clip") if k in overrides and not
+           (isinstance(overrides[k], int) and not isinstance(overrides[k], bool) and 0 < overrides[k] <= 8192)]
+    if bad: raise XattnError(f"{cls.name}: {', '.join(bad)}: sizes and frame counts must be positive whole numbers")
     opts = {**cls.options, **{k: v for k, v in overrides.items() if k in cls.options}}
     return {k: v for k, v in overrides.items() if k in common}, opts
 

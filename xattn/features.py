@@ -15,6 +15,7 @@ from .data import VideoRecord, load_ssv2
 from .store import FeatureStore, FeatureWriter
 from .model import build_model
 from fastcore.basics import patch
+from .core import check_settings
 
 # %% auto #0
 __all__ = ['TOY_SEMANTIC', 'TOY_MOTION', 'SEMANTIC_TOKENS', 'MOTION_TOKENS', 'write_toy_store', 'write_toy_dataset',
@@ -197,6 +198,10 @@ class DataConfig:
     motion_token: str = "all"            # one of MOTION_TOKENS
     eval_views: str = "video"            # final evaluation: 'video', or 'clip' (multi-clip averaging)
     selection_fraction: float = 0.15     # part of each training class held out to pick the best epoch; 0: pick on validation (optimistic)
+
+    def __post_init__(self):
+        check_settings(self, dict(semantic_token=list(SEMANTIC_TOKENS), motion_token=list(MOTION_TOKENS), eval_views=["video", "clip"],
+                                  selection_fraction=(0, 0.9)))
 
 def load_split(cfg: DataConfig, split: str) -> tuple[list, list[str]]:
     "`(records, class_names)` of annotation file `split` under `cfg.dataset_root`."

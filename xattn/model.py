@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from timm.layers import DropPath, Mlp, trunc_normal_
 from .core import XattnError
+from .core import check_settings
 
 # %% auto #0
 __all__ = ['FUSION_KINDS', 'POOLS', 'FusionConfig', 'MultiHeadAttention', 'StreamEmbed', 'TransformerBlock',
@@ -43,6 +44,8 @@ class FusionConfig:
 
     def __post_init__(self):
         if self.kind not in FUSION_KINDS: raise XattnError(f"FusionConfig.kind={self.kind!r}: use one of {FUSION_KINDS}")
+        check_settings(self, dict(dim=(1, 65536), heads=(1, 1024), depth=(1, 1024), mlp_ratio=(0.01, 64), dropout=(0, 0.99),
+                                  attn_dropout=(0, 0.99), drop_path=(0, 0.99), n_classes=(1, 1_000_000), max_tokens=(1, 1_000_000)))
         if self.pool not in POOLS: raise XattnError(f"FusionConfig.pool={self.pool!r}: use one of {POOLS}")
         if self.dim % self.heads: raise XattnError(f"FusionConfig: dim={self.dim} is not divisible by heads={self.heads}")
         if self.input_norm not in ("layer", "batch"): raise XattnError(f"FusionConfig.input_norm={self.input_norm!r}: use 'layer' or 'batch'")

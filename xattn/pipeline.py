@@ -15,6 +15,7 @@ from .extract import ExtractConfig, extract_features
 from .model import FusionConfig
 from .features import FeatureDataset, holdout_split, model_from_checkpoint
 from .train import TrainConfig, fit_and_evaluate
+from .core import check_settings, check_device
 
 # %% auto #0
 __all__ = ['SEMANTIC_SIZE', 'TINY', 'default_semantic', 'PipelineConfig', 'pipeline_config', 'dataset_root', 'extract_config',
@@ -66,6 +67,8 @@ class PipelineConfig:
         bad = set(self.allow_random_init) - {"semantic", "motion"}
         if bad: raise XattnError(f"PipelineConfig: allow_random_init={list(self.allow_random_init)}; use streams 'semantic' and/or 'motion' (or 'none')")
         if self.semantic == "auto": self.semantic = default_semantic(self.weights)
+        check_settings(self, dict(frames=(2, None), size=(16, 4096), semantic_size=(16, 4096), num_workers=(0, 256), selection_fraction=(0, 0.9)))
+        check_device(self.device)
 
 # %% ../nbs/09_pipeline.ipynb #30dd8d10
 TINY = dict(data=dict(n_per_class=4, frames=8, size=48, val_fraction=0.5, n_corrupt=1, n_missing=1), frames=8, size=32, semantic_size=64,

@@ -670,7 +670,7 @@ def store_diff(a, b, limit: int = 10, rtol: float = 0.0) -> list[str]:
         bad = []
         for v in sorted(ia):
             ra, rb = A.get(e, v), B.get(e, v)
-            same = np.array_equal(ra, rb) if not rtol else np.allclose(ra.astype(np.float64), rb.astype(np.float64), rtol=rtol, atol=0)
+            same = np.array_equal(ra, rb) if not rtol else np.allclose(ra.astype(np.float64), rb.astype(np.float64), rtol=rtol, atol=rtol * 2**-14)
             if ra.dtype != rb.dtype or ra.shape != rb.shape or not same or not np.array_equal(A.spans(e, v), B.spans(e, v)):
                 bad.append(v)
         if bad: out.append(f"{e}: {len(bad)} videos differ, e.g. {bad[:limit]}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import cv2
 from .core import XattnError, get_logger, save_json, load_json, config_to_dict, cli_command, parse_config_args
+from .core import check_settings
 
 # %% auto #0
 __all__ = ['OBJECTS', 'MOTIONS', 'CONFIG_NAME', 'SyntheticConfig', 'synthetic_classes', 'object_sprite', 'background',
@@ -44,6 +45,8 @@ class SyntheticConfig:
         if self.frames < 2: raise XattnError(f"SyntheticConfig: frames={self.frames} must be >= 2 for motion to exist")
         if self.background not in ("texture", "flat"): raise XattnError(f"SyntheticConfig: background={self.background!r}: use 'texture' or 'flat'")
         if not 0 <= self.val_fraction < 1: raise XattnError(f"SyntheticConfig: val_fraction={self.val_fraction} must be in [0, 1)")
+        n = self.n_per_class * len(self.objects) * len(self.motions)
+        check_settings(self, dict(n_per_class=(1, None), fps=(0.1, 1000), crf=(0, 51), n_corrupt=(0, n), n_missing=(0, None), frames=(2, 10000)))
         if self.variant not in ("single", "binding"): raise XattnError(f"SyntheticConfig: variant={self.variant!r}: use 'single' or 'binding'")
         if self.variant == "binding" and (len(self.objects) < 2 or self.frames < 4):
             raise XattnError(f"SyntheticConfig: the binding variant needs >= 2 objects and >= 4 frames (got {len(self.objects)}, {self.frames})")

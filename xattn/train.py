@@ -18,6 +18,7 @@ from .core import (XattnError, autocast_dtype, cli_command, config_to_dict, get_
 from .features import (FeatureDataset, DataConfig, collate_features, forward_batch, holdout_split, load_split,
                             model_from_checkpoint, read_checkpoint, CheckpointError)
 from .model import FusionConfig, build_model, count_parameters
+from .core import check_settings, check_device, setting_error
 
 # %% auto #0
 __all__ = ['STATE_MANIFEST', 'TrainConfig', 'param_groups', 'warmup_cosine', 'rng_state', 'set_rng_state', 'init_distributed',
@@ -47,6 +48,14 @@ class TrainConfig:
     resume: bool = True              # continue from run_dir/checkpoints/last.pt when it exists
     stop_after_epoch: int | None = None  # end this call after that epoch (as if preempted); resume later
     deterministic: bool = True       # ask torch for deterministic kernels
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        check_settings(self, dict(epochs=(1, None), batch_size=(1, None), lr=(1e-12, 10.0), weight_decay=(0, 10.0), warmup_epochs=(0, None),
+                                  min_lr_ratio=(0, 1), label_smoothing=(0, 0.99), grad_clip=(0, None), early_stop_patience=(0, None),
+                                  num_workers=(0, 256), log_every=(1, None), precision=["auto", "fp32", "bf16", "fp16"]))
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas): raise setting_error(self, "betas", "give two values in [0, 1), e.g. 0.9,0.999")
+        check_device(self.device)
 
 # %% ../nbs/06_train.ipynb #c8aa070f
 _NO_DECAY = ("pos", "cls", "query")
