@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
             try: rc = cmds[name](argv[n:])
             except XattnError as e:
                 print(f"xattn {name}: error: {e}", file=sys.stderr); return 2
+            except KeyboardInterrupt:
+                print(f"xattn {name}: interrupted (Ctrl-C); what finished is kept: run the same command again to resume", file=sys.stderr)
+                return 130
             return int(rc or 0)
     print(_usage(cmds), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
     return 0 if not argv or argv[0] in ("-h", "--help") else 2

@@ -15,7 +15,7 @@ from .data import VideoRecord, VideoMeta, VideoDecodeError, probe_video, read_fr
 from .store import FeatureWriter, FeatureStore, shard_path, shard_files, merge_stores, store_files
 from fastcore.basics import patch
 from .core import check_settings, check_device, setting_error
-from .store import compression_kwargs
+from .store import compression_kwargs, StoreError
 
 # %% auto #0
 __all__ = ['ENVIRONMENT_ERRORS', 'SOURCE_KINDS', 'ExtractConfig', 'VideoPlan', 'plan_video', 'VideoInputs', 'flow_short_side',
@@ -75,7 +75,7 @@ class ExtractConfig:
         check_device(self.device)
         compression_kwargs(self.compression)
         for d in (self.dtype.values() if isinstance(self.dtype, dict) else [self.dtype]):
-            if d not in ("float16", "float32", "bfloat16"): raise setting_error(self, "dtype", "use float16, float32 or bfloat16 (or extractor=dtype,...)")
+            if d not in ("float16", "float32"): raise setting_error(self, "dtype", "use float16 or float32 (or extractor=dtype,...)")
         if self.out.is_dir(): raise setting_error(self, "out", "is a folder; give the store file to write (e.g. features.h5)")
 
     def overrides_for(self, name: str) -> dict:
@@ -193,6 +193,8 @@ def _worker_init(_):
     # OpenCV thread pool already ran (a notebook kernel that rendered or resized frames) it waits forever
     # for pool threads that were not copied by fork; OpenCV calls themselves work in the child.
     torch.set_num_threads(1)
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the main process's to handle (cleanly, in one line)
 
 def _identity(x): return x
 
@@ -401,13 +403,14 @@ def _stream(cfg, plan: WorkPlan, extractors: dict, writer, vlog, rank: int, worl
     run, t0 = ExtractionRun(cfg, extractors, writer, bar, vlog), time.perf_counter()
     loader = video_loader(VideoInputDataset(plan.todo, extractors, plan.needs, cfg.frames, cfg.clips, cfg.flow_method, cfg.flow_size,
                                             cfg.backend), cfg.num_workers) if plan.todo else []
-    for item in loader:
-        run.feed(item)
-        bar.set_postfix(frames_s=f"{run.frames / (time.perf_counter() - t0):.1f}", failed=len(run.failed), refresh=False)
-    run.drain(final=True)
-    for s in plan.skipped:
-        if s["id"] not in plan.status: writer.mark(s["id"], "skipped", s["reason"], s["path"])
-    bar.close()
+    try:
+        for item in loader:
+            run.feed(item)
+            bar.set_postfix(frames_s=f"{run.frames / (time.perf_counter() - t0):.1f}", failed=len(run.failed), refresh=False)
+        run.drain(final=True)
+        for s in plan.skipped:
+            if s["id"] not in plan.status: writer.mark(s["id"], "skipped", s["reason"], s["path"])
+    finally: bar.close()                 # also when stopped: the error line starts on a line of its own
     return run
 
 def extract_features(records: list, cfg: ExtractConfig, extractors: dict | None = None) -> dict:
@@ -419,12 +422,18 @@ def extract_features(records: list, cfg: ExtractConfig, extractors: dict | None 
     extractors = dict(extractors) if extractors is not None else load_extractors(dataclasses.replace(cfg, device=str(device)))
     missing = [e for e in cfg.extractors if e not in extractors]
     if missing: raise XattnError(f"extract_features: no extractor object for {missing}")
-    vlog = _video_log(out.with_suffix(".log"), console=not cfg.progress)
-    vlog.info(f"run {run_date}: rank {rank}/{world}, {len(plan.records)} records, {plan.already_done} already stored, "
-              f"{len(plan.skipped)} skipped, {len(plan.todo)} to extract with {', '.join(cfg.extractors)} on {device} -> {out}")
     with FeatureWriter(out, dtype=cfg.dtype, compression=cfg.compression, commit_every=cfg.commit_every, consolidate=cfg.consolidate) as writer:
+        vlog = _video_log(out.with_suffix(".log"), console=not cfg.progress)     # only after the store's lock is ours: one log per writer
+        vlog.info(f"run {run_date}: rank {rank}/{world}, {len(plan.records)} records, {plan.already_done} already stored, "
+                  f"{len(plan.skipped)} skipped, {len(plan.todo)} to extract with {', '.join(cfg.extractors)} on {device} -> {out}")
         for n in cfg.extractors: writer.set_provenance(n, extractor_provenance(n, extractors[n], cfg))
-        run = _stream(cfg, plan, extractors, writer, vlog, rank, world)
+        try: run = _stream(cfg, plan, extractors, writer, vlog, rank, world)
+        except (StoreError, KeyboardInterrupt) as e:
+            why = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else str(e)
+            vlog.info(f"stopped: {why}; {writer.committed_videos} videos committed in this run")
+            try: save_json(dict(run_date=run_date, out=str(out), stopped=why, committed=writer.committed_videos), out.with_suffix(".summary.json"))
+            except OSError: pass                    # a full disk may not take the summary either
+            raise
     wall = time.perf_counter() - t_start
     summary = _run_summary(cfg, plan, run, rank, world, out, device, run_date, wall)
     save_json(summary, out.with_suffix(".summary.json"))

@@ -14,12 +14,12 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['log', 'STORE_FORMAT', 'STORE_VERSION', 'COMPRESSIONS', 'SEGMENTS_MANIFEST', 'VOLATILE_PROVENANCE', 'StoreError',
-           'StoreKeyError', 'compression_kwargs', 'chunk_rows', 'parts_dir', 'shard_path', 'shard_files',
-           'segment_manifest', 'segment_problems', 'store_files', 'provenance_identity', 'provenance_diff',
-           'index_problem', 'FeatureStore', 'ExtractorView', 'FeatureWriter', 'merge_stores', 'consolidate_store',
-           'store_diff', 'check_store', 'repair_store', 'StoreCheckConfig', 'StoreMergeConfig', 'StoreRepairConfig',
-           'StoreInfoConfig', 'store_check_cli', 'store_merge_cli', 'store_info_cli', 'store_repair_cli',
-           'measure_compression']
+           'StoreKeyError', 'compression_kwargs', 'chunk_rows', 'storage_error', 'parts_dir', 'shard_path',
+           'shard_files', 'segment_manifest', 'segment_problems', 'store_files', 'provenance_identity',
+           'provenance_diff', 'index_problem', 'FeatureStore', 'ExtractorView', 'FeatureWriter', 'merge_stores',
+           'consolidate_store', 'store_diff', 'check_store', 'repair_store', 'StoreCheckConfig', 'StoreMergeConfig',
+           'StoreRepairConfig', 'StoreInfoConfig', 'store_check_cli', 'store_merge_cli', 'store_info_cli',
+           'store_repair_cli', 'measure_compression']
 
 # %% ../nbs/04_store.ipynb #3b88e4c5
 log = get_logger("xattn.store")
@@ -96,10 +96,31 @@ class _GroupPlan:
     compression: str = "none"
     checksum: bool = True     # HDF5 fletcher32 on rows and spans: a flipped bit fails the read instead of returning a wrong number
 
+# %% ../nbs/04_store.ipynb #96c12acc
+def _free_bytes(path: Path) -> int:
+    import shutil
+    return shutil.disk_usage(path).free
+
+def storage_error(path: Path, e: OSError) -> StoreError:
+    "A one-line `StoreError` for an `OSError` while writing `path` (disk full, read-only, no permission), naming the remedy."
+    import errno
+    code_ = getattr(e, "errno", None)
+    if code_ == errno.ENOSPC or "No space left" in str(e):
+        return StoreError(f"{path}: disk full (free {_free_bytes(path.parent) / 2**20:.1f} MB); nothing committed was lost: free space "
+                          "(or choose another --out) and run the same command again to resume")
+    if code_ in (errno.EROFS, errno.EACCES, errno.EPERM) or "Read-only" in str(e) or "Permission denied" in str(e):
+        return StoreError(f"{path}: cannot write there ({getattr(e, 'strerror', None) or e}); choose another output")
+    return StoreError(f"{path}: write failed ({str(e).splitlines()[0][:160]}); nothing committed was lost")
+
 # %% ../nbs/04_store.ipynb #48cbb0ea
 def _write_store_file(path: Path, groups: dict, status: list | None = None, chunk_bytes: int = 1 << 16, videos: list | None = None) -> Path:
     "Write a complete store file at `path` atomically from `groups` (name -> `_GroupPlan`), `status` and `videos` rows."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    try: path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise storage_error(path, e) from None
+    need = sum(int(np.sum(p.counts)) * p.tokens * p.dim * np.dtype(p.dtype).itemsize for p in groups.values()) + (1 << 20)
+    if _free_bytes(path.parent) < need:          # HDF5 does not recover from ENOSPC inside a write (seen: a segfault later)
+        raise storage_error(path, OSError(28, "No space left on device"))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with h5py.File(tmp, "w") as f:
@@ -129,6 +150,7 @@ def _write_store_file(path: Path, groups: dict, status: list | None = None, chun
         _fsync_path(tmp)
         os.replace(tmp, path)
         _fsync_path(path.parent)
+    except OSError as e: raise storage_error(path, e) from None
     finally:
         if tmp.exists(): tmp.unlink()
     return path
@@ -419,8 +441,10 @@ class FeatureWriter:
         self.path = Path(path); self.dtype, self.compression, self.chunk_bytes = dtype, compression, chunk_bytes
         self.commit_every, self.commit_seconds, self.commit_mb, self.consolidate = commit_every, commit_seconds, commit_mb, consolidate
         compression_kwargs(compression)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path.with_name(f".{self.path.name}.lock"), "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.path.with_name(f".{self.path.name}.lock"), "a+")
+        except OSError as e: raise StoreError(f"{self.path}: cannot write there ({e.strerror or e}); choose another output") from None
         try: fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
@@ -443,6 +467,8 @@ class FeatureWriter:
         if typ is None: self.close()
         else:   # keep what is complete, skip the (possibly long) consolidation, release the lock
             try: self.commit()
+            except (StoreError, OSError) as e:      # e.g. the disk is still full: the original error is the one to report
+                log.warning(f"{self.path}: {len(self._pending_ids)} finished videos could not be committed ({e}); the next run redoes them")
             finally: self.closed = True; self._lock.close()
 
 # %% ../nbs/04_store.ipynb #8f868e37
