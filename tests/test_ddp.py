@@ -80,7 +80,8 @@ def test_ddp_two_processes_match_one_process_with_double_batch(script, tmp_path)
     recs = [json.loads(l) for l in (tmp_path/"ddp"/"metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in recs if r["kind"] == "epoch"] == [1, 2, 3, 4]
     assert [r["step"] for r in recs if r["kind"] == "step"] == list(range(1, 21))
-    assert sorted(p.name for p in (tmp_path/"ddp"/"checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    # only rank 0 commits training state: last.pt, its previous generation, the digests, and best.pt
+    assert sorted(p.name for p in (tmp_path/"ddp"/"checkpoints").iterdir()) == ["best.pt", "last.prev.pt", "last.pt", "state.json"]
     # 2 ranks x batch 4 follow the same trajectory as 1 process x batch 8 (same samples per step, gradients averaged)
     one = _single(script, tmp_path/"one", batch=8)
     ws = torch.load(tmp_path/"one"/"final-rank0.pt", weights_only=True)

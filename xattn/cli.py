@@ -9,11 +9,38 @@ import xattn
 from .core import CLI_COMMANDS, get_logger, XattnError
 
 # %% auto #0
-__all__ = ['load_commands', 'main', 'notebook_markdown', 'readme_cli']
+__all__ = ['COMMANDS', 'load_commands', 'main', 'notebook_markdown', 'readme_cli']
+
+# %% ../nbs/10_cli.ipynb #30981759
+# name: (module that registers it, one-line summary); checked against the modules below
+COMMANDS: dict[str, tuple[str, str]] = {
+    'ablate': ('xattn.ablate', 'Run an ablation grid x seeds through papermill; one run directory per point and seed, summary table (md + csv).'),
+    'ablate synthetic': ('xattn.ablate', "The synthetic fusion benchmark: the demo's dataset and features, five fusion kinds x seeds, summary table."),
+    'bench decode': ('xattn.loader', 'Decode benchmark: decord vs PyAV (sequential, sparse-uniform) and DataLoader with 0/1/2 workers; prints JSON.'),
+    'bench extract': ('xattn.bench_extract', 'Extraction benchmark: end-to-end vs decode-only and model-only, peak RSS short vs 10-minute video, store reads; prints JSON.'),
+    'bench extract-model': ('xattn.model_bench', 'Model-only extractor throughput (clips/s, frames/s, % of the matmul rate) on pre-decoded tensors; prints JSON.'),
+    'demo': ('xattn.pipeline', 'The main job: synthetic dataset -> features -> cross-attention fusion and baselines -> run directory.'),
+    'evaluate': ('xattn.evaluate', 'Evaluate a checkpoint on a split of stored features: top-1/top-5, per-class, ECE, figures.'),
+    'extract': ('xattn.extract', 'Extract features of a video dataset into a feature store (resumable; sharded under torchrun or a SLURM array).'),
+    'flow': ('xattn.flow', 'Optical flow of a stretch of a video (.npz and colour-wheel PNGs).'),
+    'probe': ('xattn.qc', 'Probe video files or frame folders; one JSON line each (metadata or status).'),
+    'readme': ('xattn.cli', 'Write README.md from nbs/index.ipynb (its markdown twin).'),
+    'scan': ('xattn.qc', 'Quality control: probe a dataset, apply filters, write manifest.csv/jsonl, summary.json and report.png.'),
+    'store check': ('xattn.store', 'Validate a feature store: index consistency, shapes, NaN/Inf, provenance; exit 1 on errors.'),
+    'store export': ('xattn.export', 'Export a feature store: .npz per video, .npy per video and stream, or a padded HDF5 file per split.'),
+    'store info': ('xattn.store', 'What a feature store holds: extractors, videos, row shapes, dtypes, provenance.'),
+    'store merge': ('xattn.store', 'Join feature stores (e.g. rank shards) into one file, by copy or as HDF5 virtual datasets.'),
+    'store repair': ('xattn.store', 'Drop the damaged parts of a store (moved aside, never deleted) so it passes `store check`; the next extract run redoes them.'),
+    'store stats': ('xattn.feature_qa', 'Feature QA statistics of a store (norms, dead dims, NaN/Inf, zero and duplicate rows); optional report with plots.'),
+    'synth': ('xattn.synthetic', 'Generate the synthetic objects x motions dataset (SSv2 layout) in ROOT.'),
+    'train': ('xattn.train', 'Train a fusion model on stored features (`--store`, `--dataset-root`); writes a run directory.'),
+    'weights': ('xattn.weights', 'List known checkpoints: present or missing in the weights directory, and where to get them.'),
+    'weights fetch': ('xattn.weights', 'Download published checkpoints into the weights directory (resumable, sha256-checked, atomic).'),
+}
 
 # %% ../nbs/10_cli.ipynb #b88c56a4
 def load_commands() -> dict:
-    "Import every `xattn` module so its `cli_command`s register; return the command table."
+    "Import every `xattn` module so its `cli_command`s register; return the registered commands."
     for m in pkgutil.iter_modules(xattn.__path__):
         if m.name.startswith("_") or m.name == "cli": continue
         try: importlib.import_module(f"xattn.{m.name}")
@@ -21,29 +48,33 @@ def load_commands() -> dict:
     return CLI_COMMANDS
 
 # %% ../nbs/10_cli.ipynb #ff21780d
-def _usage(cmds: dict) -> str:
+def _usage() -> str:
     lines = ["usage: xattn <command> [options]   (xattn <command> --help for its options)", "", "commands:"]
-    for name in sorted(cmds):
-        doc = (cmds[name].__doc__ or "").strip().splitlines()
-        lines.append(f"  {name:<22} {doc[0] if doc else ''}")
+    lines += [f"  {name:<22} {summary}" for name, (_, summary) in sorted(COMMANDS.items())]
     return "\n".join(lines)
+
+def _command(name: str):
+    "The function registered as `xattn <name>`, importing only the module that registers it."
+    importlib.import_module(COMMANDS[name][0])
+    return CLI_COMMANDS[name]
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `xattn` console script."
     argv = sys.argv[1:] if argv is None else list(argv)
-    cmds = load_commands()
     for n in range(min(len(argv), 3), 0, -1):
         name = " ".join(argv[:n])
-        if name in cmds:
-            try: rc = cmds[name](argv[n:])
+        if name in COMMANDS:
+            try: rc = _command(name)(argv[n:])
             except XattnError as e:
                 print(f"xattn {name}: error: {e}", file=sys.stderr); return 2
             except KeyboardInterrupt:
                 print(f"xattn {name}: interrupted (Ctrl-C); what finished is kept: run the same command again to resume", file=sys.stderr)
                 return 130
             return int(rc or 0)
-    print(_usage(cmds), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
-    return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    asked = not argv or argv[0] in ("-h", "--help")
+    if not asked: print(f"xattn: unknown command {' '.join(argv[:2])!r}", file=sys.stderr)
+    print(_usage(), file=sys.stdout if asked else sys.stderr)
+    return 0 if asked else 2
 
 # %% ../nbs/10_cli.ipynb #d55ae98b
 def notebook_markdown(path) -> str:

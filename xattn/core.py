@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses, datetime, hashlib, json, logging, os, random, re, socket, subprocess, sys, types, typing
 from pathlib import Path
 import numpy as np
-import torch
 
 # %% auto #0
 __all__ = ['IN_TEST', 'CLI_COMMANDS', 'XattnError', 'get_device', 'autocast_dtype', 'seed_everything', 'get_logger',
@@ -26,6 +25,7 @@ class XattnError(Exception):
 # %% ../nbs/00_core.ipynb #fdb07e9b
 def get_device(device: str | torch.device = "auto") -> torch.device:
     "Resolve `device` ('auto', 'cpu', 'cuda', 'cuda:1', 'mps') to a `torch.device`."
+    import torch
     if isinstance(device, torch.device): return device
     if device != "auto": return torch.device(device)
     if torch.cuda.is_available(): return torch.device("cuda")
@@ -36,6 +36,7 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
 # %% ../nbs/00_core.ipynb #feed7cdc
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     "The autocast dtype for `precision` ('auto', 'fp32', 'bf16', 'fp16') on `device`, or None for float32."
+    import torch
     if precision == "fp32": return None
     if precision == "bf16": return torch.bfloat16
     if precision == "fp16": return torch.float16
@@ -46,6 +47,7 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
 # %% ../nbs/00_core.ipynb #9a0ee36b
 def seed_everything(seed: int = 0, deterministic: bool = False) -> int:
     "Seed `random`, NumPy and torch (all devices); optionally ask torch for deterministic kernels."
+    import torch
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     if deterministic: torch.use_deterministic_algorithms(True, warn_only=True)
@@ -71,8 +73,9 @@ def to_jsonable(o):
     if isinstance(o, Path): return str(o)
     if isinstance(o, np.generic): return o.item()
     if isinstance(o, np.ndarray): return o.tolist()
-    if isinstance(o, torch.Tensor): return o.detach().cpu().tolist()
-    if isinstance(o, (torch.device, torch.dtype)): return str(o)
+    torch = sys.modules.get("torch")        # without torch imported there are no tensors to convert (and no import cost)
+    if torch is not None and isinstance(o, torch.Tensor): return o.detach().cpu().tolist()
+    if torch is not None and isinstance(o, (torch.device, torch.dtype)): return str(o)
     if isinstance(o, float) and not np.isfinite(o): return str(o)
     return o
 
@@ -159,6 +162,7 @@ def local_rank(env: dict | None = None, rank: int = 0) -> int:
 
 def cuda_index(rank: int = 0, env: dict | None = None, n_devices: int | None = None) -> int:
     "The CUDA device index for this process: its local rank modulo the visible devices."
+    import torch
     n = torch.cuda.device_count() if n_devices is None else n_devices
     if n < 1: raise XattnError("no CUDA device is visible")
     return local_rank(env, rank) % n
@@ -175,6 +179,7 @@ def environment_info() -> dict:
     def v(p):
         try: return version(p)
         except PackageNotFoundError: return None
+    import torch
     return dict(python=sys.version.split()[0], torch=torch.__version__, xattn=v("xattn"), numpy=np.__version__,
                 timm=v("timm"), git_commit=commit or None, host=socket.gethostname(),
                 device=str(get_device()), threads=torch.get_num_threads())
@@ -339,7 +344,9 @@ def check_settings(cfg, rules: dict):
 
 def check_device(device: str):
     "Refuse a device string this machine does not have (`auto` and `cpu` always work)."
-    if isinstance(device, torch.device) or device in ("auto", "cpu"): return
+    if device in ("auto", "cpu"): return
+    import torch
+    if isinstance(device, torch.device): return
     try: d = torch.device(device)
     except (RuntimeError, ValueError): raise XattnError(f"--device {device!r}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -357,7 +364,7 @@ def json_command(name: str, cls, fn: typing.Callable, doc: str | None = None):
         cfg, _ = parse_config_args(cls, argv, prog=f"xattn {name}", description=doc)
         print(json.dumps(to_jsonable(fn(cfg)), indent=1, default=str))
         return 0
-    command.__doc__, command.__name__ = doc, fn.__name__ + "_cli"
+    command.__doc__, command.__name__, command.__module__ = doc, fn.__name__ + "_cli", fn.__module__
     return cli_command(name)(command)
 
 # %% ../nbs/00_core.ipynb #7904bc12
