@@ -43,7 +43,9 @@ class ExtractConfig:
     out: Path = field(default=Path("features.h5"), metadata={"help": "store file (rank shards go beside it)"})
     dtype: str = field(default="float16", metadata={"help": "row dtype: float16 or float32 (or extractor=dtype,...)"})
     compression: str = field(default="none", metadata={"help": "none (measured best, see 04_store), lzf, gzip-1..9, optionally +shuffle"})
-    commit_every: int = field(default=16, metadata={"help": "videos per committed segment (at most this many are lost on a kill)"})
+    commit_every: int = field(default=16, metadata={"help": "commit a segment after this many finished videos..."})
+    commit_seconds: float = field(default=10.0, metadata={"help": "... or after this many seconds (a kill loses at most these)"})
+    max_in_flight: int = field(default=4, metadata={"help": "decoded videos waiting for the model before partial batches run"})
     retry_failed: bool = field(default=False, metadata={"help": "retry videos a previous run recorded as failed"})
     shard: bool = field(default=True, metadata={"help": "take this process's shard from RANK/WORLD_SIZE or SLURM_ARRAY_*"})
     rank: int = field(default=-1, metadata={"help": "explicit shard index (with --world-size); -1: from the environment"})
@@ -70,6 +72,7 @@ class ExtractConfig:
                              f"which are not among the extractors {list(self.extractors)}")
         from xattn.flow import FLOW_METHODS
         check_settings(self, dict(frames=(1, None), clips=(0, None), batch_size=(1, None), num_workers=(0, 256), commit_every=(1, None),
+                                  commit_seconds=(0, None), max_in_flight=(1, None),
                                   flow_size=(0, None), threads=(0, 4096), limit=(0, None), rank=(-1, None), world_size=(0, None),
                                   flow_method=sorted(FLOW_METHODS), backend=["auto", "decord", "pyav"], precision=["auto", "fp32", "bf16", "fp16"]))
         check_device(self.device)
@@ -205,10 +208,10 @@ def video_loader(ds: VideoInputDataset, num_workers: int = 2, prefetch: int = 4)
 
 # %% ../nbs/04a_extract.ipynb #68699726
 class ClipBatcher:
-    "Queue of one extractor's units across videos; `run()` forwards one fixed-size batch and returns the outputs per video."
+    "Queue of one extractor's units across videos; `run()` forwards one batch (at most `batch_size` units) and returns the outputs per video."
     def __init__(self, name: str, extractor, batch_size: int):
         self.name, self.extractor, self.bs = name, extractor, batch_size
-        self.queue, self.n, self.model_s, self.batches = [], 0, 0.0, 0
+        self.queue, self.n, self.model_s, self.batches, self.units = [], 0, 0.0, 0, 0
 
     def put(self, video_id: str, x: torch.Tensor):
         "Queue the units `x [n, ...]` of `video_id`."
@@ -225,12 +228,10 @@ class ClipBatcher:
             parts.append(x[at:at + k]); owners.append((vid, at, k)); need -= k
             if at + k == len(x): self.queue.pop(0)
             else: self.queue[0][2] = at + k
-        real = self.bs - need; self.n -= real
-        batch = torch.cat(parts)
-        if need: batch = torch.cat([batch, batch.new_zeros((need, *batch.shape[1:]))])
+        batch = torch.cat(parts); self.n -= len(batch)
         t0 = time.perf_counter()
-        with torch.inference_mode(): out = self.extractor(batch)[:real].float().cpu().numpy()
-        self.model_s += time.perf_counter() - t0; self.batches += 1
+        with torch.inference_mode(): out = self.extractor(batch).float().cpu().numpy()
+        self.model_s += time.perf_counter() - t0; self.batches += 1; self.units += len(batch)
         res, at = [], 0
         for vid, first, k in owners: res.append((vid, first, out[at:at + k])); at += k
         return res
@@ -349,7 +350,7 @@ class ExtractionRun:
     def fail(self, vid: str, path: str, why: str):
         "Record `vid` as failed (in the store and in the summary); a failure of the environment (`unreadable: ...`) is retried next run."
         status = "error" if why.startswith(ENVIRONMENT_ERRORS) else "failed"
-        self.failed.append(dict(id=vid, path=path, reason=why, status=status)); self.writer.mark(vid, status, why, path)
+        self.failed.append(dict(id=vid, path=path, reason=why, status=status)); self.writer.mark(vid, status, why, path); self.writer.done(vid)
         self.bar.update(1); self.vlog.info(f"{vid}: failed, {why} ({path})")
 
 # %% ../nbs/04a_extract.ipynb #b058e0ce
@@ -360,11 +361,11 @@ def feed(self: ExtractionRun, item):
     if item.error is not None: return self.fail(item.video_id, item.path, item.error)
     self.pending[item.video_id] = _InFlight(item, {n: [] for n in item.inputs}, {n: len(x) for n, x in item.inputs.items()}, time.perf_counter())
     for n, x in item.inputs.items(): self.batchers[n].put(item.video_id, x)
-    self.drain()
+    self.drain(final=len(self.pending) >= self.cfg.max_in_flight)
 
 @patch
 def drain(self: ExtractionRun, final: bool = False):
-    "Run every batch that is full (all remaining ones when `final`), finishing the videos whose outputs are complete."
+    "Run every batch that is full (and the partial ones too when `final`), finishing the videos whose outputs are complete."
     for n, b in self.batchers.items():
         while b.ready(final):
             for vid, _, y in b.run():
@@ -380,7 +381,7 @@ def finish(self: ExtractionRun, vid: str):
     if bad: return self.fail(vid, item.path, f"non-finite features from {', '.join(bad)} (NaN/Inf in the model output)")
     for n, plan in item.plans.items(): self.writer.add(n, vid, got[n], plan.spans); self.rows[n] += len(plan.rows)
     m = item.meta
-    self.writer.describe(vid, m.fps, m.n_frames, m.duration, item.path)
+    self.writer.describe(vid, m.fps, m.n_frames, m.duration, item.path); self.writer.done(vid)
     self.processed += 1; self.bar.update(1)
     self.vlog.info(f"{vid}: ok, " + ", ".join(f"{n} {len(p.rows)} rows" for n, p in item.plans.items()) +
                    f", {item.frames} frames, decode {item.decode_s:.2f}s, {time.perf_counter() - v.t_arrived:.2f}s in flight")
@@ -393,7 +394,8 @@ def _run_summary(cfg, plan: WorkPlan, run: ExtractionRun, rank, world, out, devi
                 skipped=plan.skipped, failed=run.failed, rows=run.rows, frames_decoded=run.frames, wall_s=wall,
                 videos_per_s=run.processed / wall if wall else 0.0, frames_per_s=run.frames / wall if wall else 0.0,
                 decode_s=run.decode_s, model_s=sum(b.model_s for b in run.batchers.values()),
-                batches={n: b.batches for n, b in run.batchers.items()}, peak_rss_mb=peak_rss_mb(), config=config_to_dict(cfg))
+                batches={n: b.batches for n, b in run.batchers.items()},
+                units={n: b.units for n, b in run.batchers.items()}, peak_rss_mb=peak_rss_mb(), config=config_to_dict(cfg))
 
 def _stream(cfg, plan: WorkPlan, extractors: dict, writer, vlog, rank: int, world: int) -> ExtractionRun:
     "Decode the planned videos in the workers and push them through the batchers into `writer`; returns the finished run."
@@ -422,7 +424,8 @@ def extract_features(records: list, cfg: ExtractConfig, extractors: dict | None 
     extractors = dict(extractors) if extractors is not None else load_extractors(dataclasses.replace(cfg, device=str(device)))
     missing = [e for e in cfg.extractors if e not in extractors]
     if missing: raise XattnError(f"extract_features: no extractor object for {missing}")
-    with FeatureWriter(out, dtype=cfg.dtype, compression=cfg.compression, commit_every=cfg.commit_every, consolidate=cfg.consolidate) as writer:
+    with FeatureWriter(out, dtype=cfg.dtype, compression=cfg.compression, commit_every=cfg.commit_every,
+                       commit_seconds=cfg.commit_seconds, consolidate=cfg.consolidate) as writer:
         vlog = _video_log(out.with_suffix(".log"), console=not cfg.progress)     # only after the store's lock is ours: one log per writer
         vlog.info(f"run {run_date}: rank {rank}/{world}, {len(plan.records)} records, {plan.already_done} already stored, "
                   f"{len(plan.skipped)} skipped, {len(plan.todo)} to extract with {', '.join(cfg.extractors)} on {device} -> {out}")

@@ -554,6 +554,11 @@ def _maybe_commit(self: FeatureWriter):
             or time.monotonic() - self._t_commit >= self.commit_seconds): self.commit()
 
 @patch
+def done(self: FeatureWriter, video_id: str):
+    "Say that every row of `video_id` was added: commit now if a threshold is reached, not when the next video arrives."
+    if video_id in self._pending_ids: self._maybe_commit()
+
+@patch
 def commit(self: FeatureWriter) -> Path | None:
     "Write the buffered videos as a new segment (atomically); returns its path, or None if nothing was buffered."
     self._t_commit = time.monotonic()
