@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #03ce7557
 from __future__ import annotations
-import contextlib, dataclasses, gc, json, os, re, sqlite3, threading
+import contextlib, csv, dataclasses, gc, json, os, re, sqlite3, sys, tempfile, threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -13,11 +13,12 @@ from .core import XattnError, get_logger, cache_dir
 
 # %% auto #0
 __all__ = ['VIDEO_EXTS', 'IMAGE_EXTS', 'FRAME_FOLDER_FPS', 'DECORD_THREADS', 'SHORT_POLICIES', 'CHUNK_LAST_POLICIES', 'VideoMeta',
-           'VideoRecord', 'check_unique_ids', 'VideoDecodeError', 'load_ssv2', 'load_class_folders', 'list_frame_files',
-           'load_frame_folders', 'load_video_list', 'probe_video', 'read_markdown_table', 'ProbeCache', 'probe_cached',
-           'probe_records', 'read_frames', 'iter_frames', 'count_frames', 'ShortVideoError', 'Clip', 'short_indices',
-           'sample_uniform', 'sample_fixed_duration', 'sample_chunks', 'sample_multiscale', 'unique_frames',
-           'SamplerConfig', 'sample_clips']
+           'VideoRecord', 'check_unique_ids', 'VideoDecodeError', 'load_ssv2', 'load_class_mapping',
+           'match_class_folders', 'load_class_folders', 'list_frame_files', 'load_frame_folders', 'load_video_list',
+           'probe_video', 'read_markdown_table', 'ProbeCache', 'probe_cached', 'probe_records', 'read_frames',
+           'iter_frames', 'count_frames', 'ShortVideoError', 'Clip', 'short_indices', 'sample_uniform',
+           'sample_fixed_duration', 'sample_chunks', 'sample_multiscale', 'unique_frames', 'SamplerConfig',
+           'sample_clips']
 
 # %% ../nbs/01_data.ipynb #b38dd529
 @dataclass
@@ -127,30 +128,87 @@ def _load_ssv2(labels_json, split_json, video_dir, ext: str) -> list[VideoRecord
         recs.append(VideoRecord(vid, video_dir/fname, label, name, None, status))
     return check_unique_ids(recs)
 
+# %% ../nbs/01_data.ipynb #7beb39ff
+def _mapping_rows(path: Path, text: str) -> list[tuple[str, str, object]]:
+    "(where, name, index) rows of class mapping file `path` with contents `text`."
+    suf = path.suffix.lower()
+    if suf == ".json":
+        try: d = json.loads(text)
+        except json.JSONDecodeError as e: raise XattnError(f"{path}: not valid json ({e})") from None
+        if isinstance(d, dict): return [(f"entry {n}", str(k), v) for n, (k, v) in enumerate(d.items(), 1)]
+        if isinstance(d, list): return [(f"entry {n + 1}", str(k), n) for n, k in enumerate(d)]
+        raise XattnError(f"{path}: expected a json object {{name: index}} or a list of names in index order")
+    lines = text.splitlines()
+    while lines and not lines[-1].strip(): lines.pop()
+    if suf == ".csv":
+        rows = [(n, r) for n, r in enumerate(csv.reader(lines), 1) if any(c.strip() for c in r)]
+        if rows and len(rows[0][1]) == 2 and not re.fullmatch(r"\s*-?\d+\s*", rows[0][1][1]): rows = rows[1:]   # header row
+        bad = next((n for n, r in rows if len(r) != 2), None)
+        if bad: raise XattnError(f"{path}: line {bad} is not `name,index` (quote a name that contains a comma)")
+        return [(f"line {n}", r[0].strip(), r[1]) for n, r in rows]
+    blank = next((n for n, l in enumerate(lines, 1) if not l.strip()), None)
+    if blank: raise XattnError(f"{path}: line {blank} is empty (one class name per line; a class's index is its line number from 0)")
+    return [(f"line {n}", l.strip(), n - 1) for n, l in enumerate(lines, 1)]
+
+def load_class_mapping(path) -> dict[str, int]:
+    "Class name -> index from a json `{name: index}` (SSv2 `labels.json`) or name list, a `name,index` csv, or a text file of one name per line (index: line number from 0)."
+    path = Path(path)
+    try: text = path.read_text(encoding="utf-8-sig")
+    except OSError as e: raise XattnError(f"{path}: cannot read the class mapping ({e.strerror or e})") from None
+    out, owner = {}, {}
+    for where, name, idx in _mapping_rows(path, text):
+        try: i = int(str(idx).strip())
+        except ValueError: raise XattnError(f"{path}: class {name!r} ({where}) has index {idx!r}, not an integer") from None
+        if not name: raise XattnError(f"{path}: {where} has an empty class name")
+        if name in out: raise XattnError(f"{path}: class {name!r} appears twice ({where})")
+        if i in owner: raise XattnError(f"{path}: index {i} is given to both {owner[i]!r} and {name!r} ({where})")
+        out[name] = i; owner[i] = name
+    if not out: raise XattnError(f"{path}: no classes in the class mapping")
+    return out
+
+def _class_key(name: str) -> str:
+    "`name` compared loosely: lower case, `_`, `-` and brackets read as spaces, runs of spaces as one."
+    return " ".join(re.sub(r"[_\-\[\]]", " ", name).lower().split())
+
+def match_class_folders(folders: list[str], mapping: dict[str, int], source: str = "the class mapping") -> dict[str, str]:
+    "The `mapping` name of each folder name: exact, else ignoring case, `_`/`-` and brackets; `XattnError` listing the unmatched."
+    loose = {}
+    for k in mapping: loose.setdefault(_class_key(k), []).append(k)
+    out, bad = {}, []
+    for f in folders:
+        hit = [f] if f in mapping else loose.get(_class_key(f), [])
+        if len(hit) == 1: out[f] = hit[0]
+        else: bad.append(f)
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise XattnError(f"{len(bad)} class folder(s) not in {source}: {', '.join(map(repr, bad[:5]))}{more} "
+                         f"(name each folder after a class of {source}, or add the class to it)")
+    return out
+
 # %% ../nbs/01_data.ipynb #2ab437de
-def _category_map(categories, found: list[str]) -> dict[str, int]:
-    if categories is None: return {c: i for i, c in enumerate(sorted(found))}
-    if isinstance(categories, (str, Path)): categories = json.loads(Path(categories).read_text(encoding="utf-8"))
-    if isinstance(categories, dict): return {str(k): int(v) for k, v in categories.items()}
-    return {str(c): i for i, c in enumerate(categories)}
+def _folder_classes(labels, folders: list[str]) -> dict[str, tuple[str, int]]:
+    "Folder name -> (class name, index) under `labels` (see `load_class_folders`)."
+    if labels is None: return {f: (f, i) for i, f in enumerate(sorted(folders))}
+    if isinstance(labels, (str, Path)): mapping, source = load_class_mapping(labels), str(labels)
+    elif isinstance(labels, dict): mapping, source = {str(k): int(v) for k, v in labels.items()}, "the class mapping"
+    else: mapping, source = {str(c): i for i, c in enumerate(labels)}, "the class list"
+    return {f: (k, mapping[k]) for f, k in match_class_folders(folders, mapping, source).items()}
 
 def _rel_id(p: Path, root: Path) -> str:
     try: return p.relative_to(root).as_posix()
     except ValueError: return p.as_posix()
 
-def load_class_folders(root, split: str | None = None, categories=None, exts=VIDEO_EXTS) -> list[VideoRecord]:
-    "Records of a `root/[split/]category/video` tree; `categories`: None (sorted folders), dict/json `name -> id`, or a list."
+def load_class_folders(root, split: str | None = None, labels=None, exts=VIDEO_EXTS) -> list[VideoRecord]:
+    "Records of a `root/[split/]class/video` tree; `labels`: None (sorted folder names), a dict `name -> index`, a list, or a mapping file."
     root = Path(root); base = root/split if split else root
     if not base.is_dir(): raise XattnError(f"{base}: no such directory (expected root/[split/]category/video files)")
     folders = sorted(p for p in base.iterdir() if p.is_dir())
-    cmap = _category_map(categories, [p.name for p in folders])
+    classes = _folder_classes(labels, [p.name for p in folders])
     exts = tuple(e.lower() for e in exts); recs = []
     for f in folders:
-        label = cmap.get(f.name)
+        name, label = classes[f.name]
         for v in sorted(f.rglob("*")):
-            if not v.is_file() or v.suffix.lower() not in exts: continue
-            status = "ok" if label is not None else f"unknown category: {f.name!r} not in the category mapping"
-            recs.append(VideoRecord(_rel_id(v, root), v, label, f.name, None, status))
+            if v.is_file() and v.suffix.lower() in exts: recs.append(VideoRecord(_rel_id(v, root), v, label, name))
     return check_unique_ids(recs)
 
 # %% ../nbs/01_data.ipynb #6677915a
@@ -308,34 +366,80 @@ def _probe_pyav(path, deep: bool = False) -> VideoMeta:
                                "the file is truncated; re-download it", kind="truncated")
     return VideoMeta(fps=fps, n_frames=n, duration=float(duration), width=int(w), height=int(h), codec=codec, rotation=rotation, pts=times)
 
+# %% ../nbs/01_data.ipynb #2e2ac601
+_FD2_LOCK, _FD2 = threading.Lock(), dict(depth=0, saved=-1, tmp=None)
+_NATIVE_LOG = re.compile(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: |^\[[^\]]+ @ 0x[0-9a-fA-F]+\] ")   # dmlc LOG lines; FFmpeg av_log lines
+
+def _captured_since(start: int) -> str:
+    fd = _FD2["tmp"].fileno()
+    return os.pread(fd, max(0, os.fstat(fd).st_size - start), start).decode("utf-8", "replace")
+
+@contextlib.contextmanager
+def _native_stderr():
+    "Send what native code writes to fd 2 to a temp file while the block runs; yields a function returning that text."
+    with _FD2_LOCK:
+        if _FD2["depth"] == 0:
+            sys.stderr.flush(); _FD2["tmp"] = tempfile.TemporaryFile()
+            _FD2["saved"] = os.dup(2); os.dup2(_FD2["tmp"].fileno(), 2)
+        _FD2["depth"] += 1; start = os.lseek(2, 0, os.SEEK_CUR)
+    try: yield lambda: _captured_since(start)
+    finally:
+        with _FD2_LOCK:
+            _FD2["depth"] -= 1
+            if _FD2["depth"] == 0:
+                sys.stderr.flush(); os.dup2(_FD2["saved"], 2); os.close(_FD2["saved"])
+                other = [l for l in _captured_since(0).splitlines(True) if not _NATIVE_LOG.match(l)]
+                _FD2["tmp"].close(); _FD2["tmp"] = None
+                if other: os.write(2, "".join(other).encode())   # not decord's: passed on
+
+def _native_reason(text: str, path) -> str:
+    "The distinct messages of the decord/FFmpeg log lines in `text`, without time, source line or file name; '' if none."
+    p, msgs = str(Path(path)), []
+    for l in text.splitlines():
+        if not _NATIVE_LOG.match(l): continue
+        m = _NATIVE_LOG.sub("", l).replace(f"ERROR opening: {p}, ", "").replace(p, "the file").strip()
+        if m and m not in msgs: msgs.append(m)
+    return "; ".join(msgs)[:200]
+
 # %% ../nbs/01_data.ipynb #3666b467
 def _decord_reader(path):
     import decord
     path = _precheck(path)
-    try: return decord.VideoReader(str(path), num_threads=DECORD_THREADS)
-    except Exception as e:
-        if _sniff(path) is None: raise _not_a_video(path) from None
-        raise VideoDecodeError(path, f"decord cannot open it ({_short(e)})", "try backend='pyav' or re-encode the file") from None
+    with _native_stderr() as native:
+        try: return decord.VideoReader(str(path), num_threads=DECORD_THREADS)
+        except Exception as e:
+            if _sniff(path) is None: raise _not_a_video(path) from None
+            why = _native_reason(native(), path) or _short(e)
+            raise VideoDecodeError(path, f"decord cannot open it ({why})", "try backend='pyav' or re-encode the file") from None
+
+def _codec_name(path) -> str:
+    "The codec of the first video stream of `path` as FFmpeg names it (container header only, via PyAV); '' if unknown."
+    import av
+    try:
+        with av.open(str(path)) as c: return c.streams.video[0].codec_context.name if c.streams.video else ""
+    except (av.error.FFmpegError, OSError): return ""
 
 def _probe_decord(path, deep: bool = False) -> VideoMeta:
-    vr = _decord_reader(path)
-    n = len(vr)
-    if n == 0: raise VideoDecodeError(path, "0 frames", "file truncated or corrupt? re-download it", kind="truncated")
-    try:
-        f0 = vr[0]
-        if len(f0.shape) != 3 or f0.shape[2] != 3: raise _decord_rotation_bug(path)
-        h, w = f0.shape[:2]
-        if deep:
-            vr.seek(0)
-            for i in range(n): vr.next()
-        ts = vr.get_frame_timestamp(list(range(n)))
-    except VideoDecodeError: raise
-    except Exception as e: raise VideoDecodeError(path, f"decord cannot decode it ({_short(e)})", "try backend='pyav'") from None
-    fps = float(vr.get_avg_fps())
+    with _native_stderr() as native:
+        vr = _decord_reader(path)
+        n = len(vr)
+        if n == 0: raise VideoDecodeError(path, "0 frames", "file truncated or corrupt? re-download it", kind="truncated")
+        try:
+            f0 = vr[0]
+            if len(f0.shape) != 3 or f0.shape[2] != 3: raise _decord_rotation_bug(path)
+            h, w = f0.shape[:2]
+            if deep:
+                vr.seek(0)
+                for i in range(n): vr.next()
+            ts = vr.get_frame_timestamp(list(range(n)))
+        except VideoDecodeError: raise
+        except Exception as e:
+            raise VideoDecodeError(path, f"decord cannot decode it ({_native_reason(native(), path) or _short(e)})", "try backend='pyav'") from None
+    fps, codec = float(vr.get_avg_fps()), _codec_name(path)
     if (ts < 0).any() or not np.isfinite(ts).all() or (np.diff(ts[:, 0]) < 0).any():   # AVI: decord reports AV_NOPTS (-3.7e17 s)
-        return VideoMeta(fps=fps, n_frames=n, duration=n / fps, width=int(w), height=int(h))
+        return VideoMeta(fps=fps, n_frames=n, duration=n / fps, width=int(w), height=int(h), codec=codec)
     times, duration = _pts_seconds((ts[:, 0] * 1e6).round().astype(np.int64).tolist(), 1e-6, float(ts[-1, 1] - ts[-1, 0]), fps)
-    return VideoMeta(fps=fps, n_frames=n, duration=duration, width=int(w), height=int(h), pts=times)
+    return VideoMeta(fps=fps, n_frames=n, duration=duration, width=int(w), height=int(h), codec=codec, pts=times)
 
 def _probe_frames(path, fps: float | None = None, deep: bool = False) -> VideoMeta:
     import cv2

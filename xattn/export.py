@@ -154,6 +154,8 @@ class ExportConfig:
     token: str = dataclasses.field(default="auto", metadata={"help": "token name/index, 'mean', 'flatten', 'all' or 'auto' (first token per frame, flatten for clips)"})
     flat: bool = dataclasses.field(default=False, metadata={"help": "do not mirror id sub-folders (a/b -> a__b)"})
     source: str | None = dataclasses.field(default=None, metadata={"help": "split-h5: dataset the records come from (as for `xattn extract`)"})
+    source_kind: str = dataclasses.field(default="auto", metadata={"help": "split-h5: how to read --source (as `xattn extract --source-kind`)"})
+    labels: str | None = dataclasses.field(default=None, metadata={"help": "split-h5: class mapping of class folders (as `xattn extract --labels`)"})
     split: tuple[str, ...] = dataclasses.field(default=(), metadata={"help": "split-h5: split(s), comma-separated (default: all present)"})
     max_len: int | None = dataclasses.field(default=None, metadata={"help": "split-h5: pad/truncate to this many steps"})
 
@@ -174,7 +176,7 @@ def store_export_cli(argv: list[str]) -> int:
         from xattn.extract import records_from_source
         if not a.source: raise XattnError("--format split-h5 needs --source (the dataset, for labels and splits)")
         splits = list(a.split) if a.split else [s for s in ("train", "validation", "test") if (Path(a.source)/f"{s}.json").exists()] or [None]
-        res = {s or "all": export_split_h5(store, a.out/f"{s or 'all'}.h5", ext, records_from_source(a.source, s), a.token or "auto", a.max_len)
+        res = {s or "all": export_split_h5(store, a.out/f"{s or 'all'}.h5", ext, records_from_source(a.source, s, a.source_kind, a.labels), a.token or "auto", a.max_len)
                for s in splits}
     print(json.dumps(dict(format=a.format, out=str(a.out), seconds=round(time.perf_counter() - t0, 2), result=res)))
     return 0

@@ -81,9 +81,11 @@ class ExtractConfig:
             if d not in ("float16", "float32"): raise setting_error(self, "dtype", "use float16 or float32 (or extractor=dtype,...)")
         if self.out.is_dir(): raise setting_error(self, "out", "is a folder; give the store file to write (e.g. features.h5)")
 
-    def overrides_for(self, name: str) -> dict:
-        "The settings overridden for extractor `name` (global ones, then its own)."
-        return {**{k: v for k, v in self.overrides.items() if not isinstance(v, dict)}, **self.overrides.get(name, {})}
+# %% ../nbs/04a_extract.ipynb #cfbaccf2
+@patch
+def overrides_for(self: ExtractConfig, name: str) -> dict:
+    "The settings overridden for extractor `name` (global ones, then its own)."
+    return {**{k: v for k, v in self.overrides.items() if not isinstance(v, dict)}, **self.overrides.get(name, {})}
 
 # %% ../nbs/04a_extract.ipynb #17e477ff
 @dataclass
@@ -415,6 +417,7 @@ def _stream(cfg, plan: WorkPlan, extractors: dict, writer, vlog, rank: int, worl
     finally: bar.close()                 # also when stopped: the error line starts on a line of its own
     return run
 
+# %% ../nbs/04a_extract.ipynb #8450a9cb
 def extract_features(records: list, cfg: ExtractConfig, extractors: dict | None = None) -> dict:
     "Extract `cfg.extractors` features of `records` into the store `cfg.out`; returns the run summary (also saved as JSON)."
     t_start, run_date = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
@@ -470,14 +473,16 @@ def _merge_when_all_done(cfg: ExtractConfig, rank: int, world: int) -> str | Non
 # %% ../nbs/04a_extract.ipynb #af743768
 SOURCE_KINDS = ("auto", "ssv2", "videos", "class-folders", "frame-folders", "list")
 
-def records_from_source(source, split: str | None = None, kind: str = "auto") -> list:
-    "Video records of `source` (see `SOURCE_KINDS`); `split` picks SSv2 split file(s) or a class-folders split."
+def records_from_source(source, split: str | None = None, kind: str = "auto", labels=None) -> list:
+    "Video records of `source` (see `SOURCE_KINDS`); `split` picks SSv2 split file(s) or a class-folders split; `labels` maps class folders to indices."
     from xattn.data import load_ssv2, load_video_list, load_class_folders, load_frame_folders
     src = Path(source)
     if kind not in SOURCE_KINDS: raise XattnError(f"source kind {kind!r}: use one of {SOURCE_KINDS}")
     if not src.exists(): raise XattnError(f"--source {src}: no such file or folder")
     if kind == "auto":
         kind = ("ssv2" if (src/"labels.json").exists() else "videos") if src.is_dir() else "list"
+    if labels and kind != "class-folders":
+        raise XattnError(f"--labels applies to class folders (--source-kind class-folders), not to a {kind} source")
     if kind == "ssv2":
         splits = split.split(",") if split else [s for s in ("train", "validation", "test") if (src/f"{s}.json").exists()]
         if not splits: raise XattnError(f"{src}: no train.json / validation.json / test.json beside labels.json")
@@ -489,7 +494,7 @@ def records_from_source(source, split: str | None = None, kind: str = "auto") ->
         ext = max(set(exts), key=exts.count) if exts else ".webm"
         recs = {r.id: r for s in splits for r in load_ssv2(src/"labels.json", src/f"{s}.json", vdir, ext=ext)}
         return list(recs.values())
-    if kind == "class-folders": return load_class_folders(src, split or None)
+    if kind == "class-folders": return load_class_folders(src, split or None, labels=labels)
     if kind == "frame-folders": return load_frame_folders(src)
     return load_video_list(src)
 
@@ -500,9 +505,10 @@ def extract_cli(argv: list[str]) -> int:
         p.add_argument("--source", required=True, help="SSv2-layout folder, folder of videos, class folders, frame folders or list file")
         p.add_argument("--split", default=None, help="SSv2 split(s), comma-separated (default: all present)")
         p.add_argument("--source-kind", default="auto", choices=SOURCE_KINDS, help="how to read --source")
+        p.add_argument("--labels", default=None, help="class mapping of class folders: SSv2 labels.json, one name per line, or name,index CSV")
     cfg, ns = parse_config_args(ExtractConfig, argv, prog="xattn extract", extra=extra)
     check_extractor_settings(cfg)
-    s = extract_features(records_from_source(ns.source, ns.split, ns.source_kind), cfg)
+    s = extract_features(records_from_source(ns.source, ns.split, ns.source_kind, ns.labels), cfg)
     keys = ("out", "rank", "world_size", "total", "already_done", "processed", "wall_s", "videos_per_s", "frames_per_s", "rows")
     line = json.dumps({**{k: s[k] for k in keys}, "skipped": len(s["skipped"]), "failed": len(s["failed"]),
                        "summary": str(Path(s["out"]).with_suffix(".summary.json")), "merged": s.get("merged")}) + "\n"

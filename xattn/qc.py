@@ -140,7 +140,7 @@ class ScanConfig:
     "What `xattn scan` reads and how it probes."
     source: str = field(default="list", metadata={"help": "ssv2 | folders | frames | list"})
     root: Path | None = field(default=None, metadata={"help": "folders/frames: dataset root; list: directory or list file"})
-    labels: Path | None = field(default=None, metadata={"help": "ssv2: labels json"})
+    labels: Path | None = field(default=None, metadata={"help": "ssv2: labels json; folders: class name -> index file (json, csv or txt)"})
     split: str | None = field(default=None, metadata={"help": "ssv2: split json path; folders: split sub-folder"})
     video_dir: Path | None = field(default=None, metadata={"help": "ssv2: directory of <id><ext> videos"})
     ext: str = field(default=".webm", metadata={"help": "ssv2: video extension"})
@@ -159,7 +159,8 @@ def load_source(cfg: ScanConfig) -> list[VideoRecord]:
         if need("labels", "split", "video_dir"): raise XattnError(f"xattn scan --source ssv2 needs {['--' + k.replace('_', '-') for k in need('labels', 'split', 'video_dir')]}")
         return load_ssv2(cfg.labels, cfg.split, cfg.video_dir, cfg.ext)
     if need("root"): raise XattnError(f"xattn scan --source {cfg.source} needs --root")
-    if cfg.source == "folders": return load_class_folders(cfg.root, cfg.split)
+    if cfg.source == "folders": return load_class_folders(cfg.root, cfg.split, labels=cfg.labels)
+    if cfg.labels is not None: raise XattnError(f"--labels is for --source ssv2 or folders, not {cfg.source!r} (drop it)")
     if cfg.source == "frames": return load_frame_folders(cfg.root)
     if cfg.source == "list": return load_video_list(cfg.root)
     raise XattnError(f"--source {cfg.source!r}: use ssv2, folders, frames or list")
