@@ -30,9 +30,10 @@ def _committed(out: Path) -> int:
 
 def assert_same_store(a, b, n_failed=2):
     "Stores `a` and `b` hold the same extractors, videos, spans, provenance and failures, and rows equal to float16 precision."
-    # A resumed run batches other videos together; float32 results can then differ in the last bit, which moves a
-    # float16 row value by at most one unit in the last place (2^-10 relative). Everything else is compared exactly.
-    assert store_diff(a, b, rtol=2**-10) == []
+    # A resumed run batches other videos together, in batches of other sizes; batched kernels then round float32
+    # results differently, which moves a float16 row value by a unit or two in the last place (2^-10 relative each).
+    # Everything else is compared exactly.
+    assert store_diff(a, b, rtol=2**-9) == []
     failed = [k for k, v in FeatureStore(a).status().items() if v["status"] == "failed"]
     assert len(failed) == n_failed, failed
 

@@ -41,7 +41,7 @@ def test_torchrun_two_processes_equal_one(data):
         assert len(s["i3d_r50_flow"]) in (11, 12)                   # each rank its own half
     assert out.is_file()                                              # rank 0 merged both shards
     assert check_store(out)["ok"]
-    assert store_diff(out, one, rtol=2**-10) == []
+    assert store_diff(out, one, rtol=2**-9) == []
 
 
 def test_slurm_array_then_merge(data):
@@ -54,12 +54,12 @@ def test_slurm_array_then_merge(data):
         assert r.returncode == 0, r.stderr[-3000:]
         assert json.loads(r.stdout.strip().splitlines()[-1])["rank"] == task - 3
     assert not out.exists()
-    assert store_diff(out, one, rtol=2**-10) == []         # the unmerged shards already read as one store
+    assert store_diff(out, one, rtol=2**-9) == []         # the unmerged shards already read as one store
     r = subprocess.run([sys.executable, "-m", "xattn.cli", "store", "merge", str(out), str(shard_path(out, 0, 2)), str(shard_path(out, 1, 2))],
                        env=_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert store_diff(out, one, rtol=2**-10) == []
+    assert store_diff(out, one, rtol=2**-9) == []
     r = subprocess.run([sys.executable, "-m", "xattn.cli", "store", "merge", "--virtual", str(d/"virtual.h5"), str(shard_path(out, 0, 2)),
                         str(shard_path(out, 1, 2))], env=_env(), capture_output=True, text=True, cwd="/")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert store_diff(d/"virtual.h5", one, rtol=2**-10) == []
+    assert store_diff(d/"virtual.h5", one, rtol=2**-9) == []
