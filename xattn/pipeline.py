@@ -59,6 +59,7 @@ class PipelineConfig:
     fusion: FusionConfig = field(default_factory=_demo_fusion)
     train: TrainConfig = field(default_factory=_demo_train)
     baselines: tuple[str, ...] = field(default=("semantic", "motion"), metadata={"help": "single-stream models trained beside the fusion"})
+    register: bool = field(default=True, metadata={"help": "register the fusion model in the model registry beside the run (<runs>/models/<name>)"})
 
     def __post_init__(self):
         if isinstance(self.allow_random_init, bool): self.allow_random_init = ("semantic", "motion") if self.allow_random_init else ()
@@ -171,6 +172,11 @@ def run_pipeline(cfg: PipelineConfig, run_dir: str | Path | None = None, data: d
                    features=dict(store=ext["store"], provenance=prov),
                    extraction={k: v for k, v in ext.items() if k not in ("skipped", "failed", "config")}, timing=timing)
     save_json(metrics, rd/"metrics.json")
+    if cfg.register:          # the next version of `name` in the registry beside the run (runs/models for the default runs dir)
+        from xattn.registry import register_run
+        v = register_run(rd, name=cfg.name, root=rd.parent/"models")
+        metrics["registered"] = dict(ref=v.ref, path=str(v.path)); save_json(metrics, rd/"metrics.json")
+        log.info(f"registered {v.ref} -> {v.path}")
     for stream, w in metrics["weights"].items(): log.info(f"{stream} stream: {w['extractor']} weights {w['weights']}")
     log.info(f"run {rd}: {cfg.fusion.kind} top-1 {metrics['top1']:.3f} | " +
              " | ".join(f"{k} {v['top1']:.3f}" for k, v in results.items() if k != cfg.fusion.kind) +
