@@ -20,8 +20,8 @@ from .transforms import resize_short, resize_square, center_crop, normalize
 # %% auto #0
 __all__ = ['EXTRACTORS', 'DINOV3_CKPT', 'I3D_R50_CKPT', 'ExtractorSpec', 'frames_to_tensor', 'flow_to_tensor', 'Extractor',
            'register_extractor', 'list_extractors', 'get_spec', 'split_overrides', 'load_extractor', 'DINOv3Extractor',
-           'dinov3_timm_to_original', 'adapt_rgb_conv_to_flow', 'I3DR50Extractor', 'I3DR50FlowExtractor',
-           'per_frame_features', 'features_for_clips']
+           'dinov3_timm_to_original', 'adapt_rgb_conv_to_flow', 'pytorchvideo_hub', 'I3DR50Extractor',
+           'I3DR50FlowExtractor', 'per_frame_features', 'features_for_clips']
 
 # %% ../nbs/03_extractors.ipynb #c8fa1dc0
 @dataclasses.dataclass
@@ -292,6 +292,15 @@ def adapt_rgb_conv_to_flow(w: torch.Tensor, channels: int = 2) -> torch.Tensor:
     "TSN cross-modality init: average a first conv's weights over RGB and copy the average to `channels` inputs."
     return w.mean(dim=1, keepdim=True).repeat_interleave(channels, dim=1).contiguous()
 
+# %% ../nbs/03_extractors.ipynb #071fc55a
+def pytorchvideo_hub():
+    "`pytorchvideo.models.hub`, imported without the FutureWarning of fvcore, which calls `torch.jit.script` at import."
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+        import pytorchvideo.models.hub as hub
+    return hub
+
 # %% ../nbs/03_extractors.ipynb #3f99e113
 @register_extractor
 class I3DR50Extractor(Extractor):
@@ -315,8 +324,7 @@ class I3DR50Extractor(Extractor):
 
     @classmethod
     def build_model(cls, spec, state_dict=None):
-        from pytorchvideo.models.hub import i3d_r50
-        return i3d_r50(pretrained=False, input_channel=spec.channels)
+        return pytorchvideo_hub().i3d_r50(pretrained=False, input_channel=spec.channels)
 
     @classmethod
     def load_weights(cls, model, sd, spec, source):

@@ -10,7 +10,7 @@ from torch import nn
 import torch.nn.functional as F
 from .core import XattnError
 from .weights import CheckpointInfo, CheckpointLayoutError, load_state_strict
-from .extractors import Extractor, ExtractorSpec, register_extractor, split_overrides
+from .extractors import Extractor, ExtractorSpec, register_extractor, split_overrides, pytorchvideo_hub
 from .extractors import load_extractor, list_extractors, get_spec
 import xattn.inception_i3d                                                # registers the Inception-I3D pair
 
@@ -51,8 +51,7 @@ class SlowFastR50(Extractor):
 
     @classmethod
     def build_model(cls, spec, state_dict=None):
-        from pytorchvideo.models.hub import slowfast_r50
-        return slowfast_r50(pretrained=False)
+        return pytorchvideo_hub().slowfast_r50(pretrained=False)
 
     def features(self, x):
         slow, fast = self.model.blocks[0](slowfast_pathways(x, self.spec.options["alpha"]))
