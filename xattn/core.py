@@ -10,10 +10,11 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['IN_TEST', 'CLI_COMMANDS', 'XattnError', 'get_device', 'autocast_dtype', 'seed_everything', 'get_logger',
-           'to_jsonable', 'save_json', 'load_json', 'config_from_dict', 'config_to_dict', 'sha256_file', 'cache_dir',
-           'weights_dir', 'runs_root', 'shard_env', 'local_rank', 'cuda_index', 'environment_info', 'make_run_dir',
-           'repo_root', 'notebook_path', 'cli_command', 'nest_dotted', 'merge_dicts', 'parse_value', 'parse_kv',
-           'parse_config_args', 'setting_error', 'check_settings', 'check_device', 'json_command', 'peak_rss_mb']
+           'to_jsonable', 'save_json', 'load_json', 'fsync_path', 'config_from_dict', 'config_to_dict', 'sha256_file',
+           'cache_dir', 'weights_dir', 'runs_root', 'shard_env', 'local_rank', 'cuda_index', 'environment_info',
+           'make_run_dir', 'repo_root', 'notebook_path', 'cli_command', 'nest_dotted', 'merge_dicts', 'parse_value',
+           'parse_kv', 'parse_config_args', 'setting_error', 'check_settings', 'check_device', 'json_command',
+           'peak_rss_mb']
 
 # %% ../nbs/00_core.ipynb #9321d601
 IN_TEST = os.environ.get("IN_TEST", "") not in ("", "0", "false", "False")
@@ -90,6 +91,15 @@ def save_json(obj, path: str | Path, indent: int = 2) -> Path:
 def load_json(path: str | Path):
     "Read a JSON file."
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+# %% ../nbs/00_core.ipynb #178cd7b4
+def fsync_path(p: str | Path):
+    "fsync a file or directory (best effort on file systems that do not support it for directories)."
+    try:
+        fd = os.open(p, os.O_RDONLY)
+        try: os.fsync(fd)
+        finally: os.close(fd)
+    except OSError: pass
 
 # %% ../nbs/00_core.ipynb #78be56d0
 def _convert(tp, v):

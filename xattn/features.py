@@ -20,7 +20,8 @@ from .core import check_settings
 # %% auto #0
 __all__ = ['TOY_SEMANTIC', 'TOY_MOTION', 'SEMANTIC_TOKENS', 'MOTION_TOKENS', 'write_toy_store', 'write_toy_dataset',
            'semantic_sequence', 'motion_sequence', 'FeatureDataset', 'collate_features', 'forward_batch', 'DataConfig',
-           'load_split', 'holdout_split', 'CheckpointError', 'read_checkpoint', 'model_from_checkpoint']
+           'load_split', 'holdout_split', 'CheckpointError', 'read_checkpoint', 'check_checkpoint_sizes',
+           'model_from_checkpoint']
 
 # %% ../nbs/05a_features.ipynb #bec8dfda
 TOY_SEMANTIC, TOY_MOTION = "toy_semantic", "toy_motion"
@@ -246,7 +247,7 @@ def read_checkpoint(path, map_location="cpu") -> dict:
 # %% ../nbs/05a_features.ipynb #41c99cdd
 _LIMITS = dict(dim=65536, heads=1024, depth=1024, n_classes=1_000_000, max_tokens=1_000_000)
 
-def _check_sizes(path, ck: dict):
+def check_checkpoint_sizes(path, ck: dict):
     "Refuse a checkpoint whose architecture or feature widths are missing or absurd, before building anything."
     cfg, dims = ck.get("model_config"), ck.get("dims")
     if not isinstance(cfg, dict) or not isinstance(dims, (list, tuple)) or len(dims) != 2:
@@ -258,7 +259,7 @@ def _check_sizes(path, ck: dict):
 def model_from_checkpoint(path, device="cpu"):
     "Rebuild the model stored in checkpoint `path` (architecture from its `model_config`) with its weights."
     ck = read_checkpoint(path)
-    _check_sizes(path, ck)
+    check_checkpoint_sizes(path, ck)
     try: m = build_model(ck["model_config"], *ck["dims"])
     except (XattnError, TypeError) as e: raise CheckpointError(f"checkpoint {path}: its model_config does not describe a model ({e})") from None
     try: m.load_state_dict(ck["model"])

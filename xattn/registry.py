@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from torch import nn
-from .core import (XattnError, cli_command, config_to_dict, environment_info, get_logger, load_json,
+from .core import (XattnError, fsync_path, cli_command, config_to_dict, environment_info, get_logger, load_json,
                         parse_config_args, runs_root, save_json, sha256_file, to_jsonable)
-from .features import CheckpointError, _check_sizes, model_from_checkpoint, read_checkpoint
+from .features import CheckpointError, check_checkpoint_sizes, model_from_checkpoint, read_checkpoint
 from .model import build_model, count_parameters
 from .store import FeatureStore, store_files
-from .train import _fsync
 from .weights import file_digest
 
 # %% auto #0
@@ -88,7 +87,7 @@ def write_weights(model, path) -> dict:
     path = Path(path)
     sd = {k: v.detach().cpu().contiguous().clone() for k, v in _unwrap(model).state_dict().items()}
     save_file(sd, str(path), metadata={"format": "pt"})     # one key: safetensors writes several in random order, and equal weights should give equal files
-    _fsync(path)
+    fsync_path(path)
     return dict(file=path.name, sha256=sha256_file(path), bytes=path.stat().st_size, tensors=len(sd),
                 dtypes=sorted({str(v.dtype).removeprefix("torch.") for v in sd.values()}))
 
@@ -135,12 +134,12 @@ def _claim_version(tmp: Path, model_dir: Path, meta: dict, tries: int = 10_000) 
     for _ in range(tries):
         n = (_version_numbers(model_dir) or [0])[-1] + 1
         meta = {**meta, "version": n}
-        save_json(meta, tmp/META_FILE); _fsync(tmp)
+        save_json(meta, tmp/META_FILE); fsync_path(tmp)
         try: os.rename(tmp, model_dir/f"v{n}")
         except OSError as e:
             if e.errno in (errno.EEXIST, errno.ENOTEMPTY): continue       # another process took v<n>: try the next number
             raise RegistryError(f"{model_dir}: cannot publish a version ({e.strerror or e})") from None
-        _fsync(model_dir)
+        fsync_path(model_dir)
         return n, meta
     raise RegistryError(f"{model_dir}: no free version number after {tries} tries")
 
@@ -253,7 +252,7 @@ def load_model(name: str, version: int | str = "latest", root: str | Path | None
     meta, mj = mv.meta, mv.path/META_FILE
     if meta.get("format") != FORMAT: raise ModelDamagedError(f"{mj}: format {meta.get('format')!r}, this xattn reads {FORMAT!r} (a newer xattn wrote it?)")
     arch = meta.get("architecture") or {}
-    try: _check_sizes(mj, dict(model_config=arch.get("config"), dims=[arch.get("d_sem"), arch.get("d_mot")]))
+    try: check_checkpoint_sizes(mj, dict(model_config=arch.get("config"), dims=[arch.get("d_sem"), arch.get("d_mot")]))
     except CheckpointError as e: raise ModelDamagedError(str(e)) from None
     try: model = build_model(arch["config"], arch["d_sem"], arch["d_mot"])
     except (XattnError, TypeError, KeyError) as e: raise ModelDamagedError(f"{mj}: its architecture does not describe a model ({e})") from None
@@ -387,7 +386,7 @@ def delete_version(name: str, version: int, root: str | Path | None = None) -> P
     if not p.is_dir(): raise RegistryError(f"{name}:v{version} not found in {models_root(root)}")
     save_json(dict(deleted=_now(), name=name, version=version), d/f"v{version}.deleted")
     trash = d/f".deleted-v{version}-{os.getpid()}"
-    os.rename(p, trash); _fsync(d)                     # gone from listings at once
+    os.rename(p, trash); fsync_path(d)                     # gone from listings at once
     shutil.rmtree(trash, ignore_errors=True)
     get_logger("xattn.registry").info(f"deleted {name}:v{version}")
     return p

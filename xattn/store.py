@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import h5py
 import xattn
-from .core import XattnError, get_logger, to_jsonable, cli_command, parse_config_args, save_json
+from .core import XattnError, get_logger, to_jsonable, cli_command, parse_config_args, save_json, fsync_path
 from fastcore.basics import patch
 
 # %% auto #0
@@ -57,14 +57,6 @@ def chunk_rows(tokens: int, dim: int, itemsize: int, chunk_bytes: int = 1 << 16)
     return max(1, chunk_bytes // max(1, tokens * dim * itemsize))
 
 # %% ../nbs/04_store.ipynb #c00b42c1
-def _fsync_path(p: Path):
-    "fsync a file or directory (best effort on file systems that do not support it for directories)."
-    try:
-        fd = os.open(p, os.O_RDONLY)
-        try: os.fsync(fd)
-        finally: os.close(fd)
-    except OSError: pass
-
 def _str_ds(g, name, values):
     g.create_dataset(name, data=np.array(list(values), dtype=object), dtype=h5py.string_dtype())
 
@@ -147,9 +139,9 @@ def _write_store_file(path: Path, groups: dict, status: list | None = None, chun
                     at += k
                 if at != n: raise StoreError(f"{path}: extractor {name}: {at} rows written, index says {n} (internal error)")
             _write_tables(f, status, videos)
-        _fsync_path(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
-        _fsync_path(path.parent)
+        fsync_path(path.parent)
     except OSError as e: raise storage_error(path, e) from None
     finally:
         if tmp.exists(): tmp.unlink()
@@ -667,7 +659,7 @@ def _merge_virtual(files, index, status_rows, video_rows, out: Path) -> Path:
                 g.attrs.update(provenance=json.dumps(ix.provenance, sort_keys=True), tokens=ix.tokens, dim=ix.dim,
                                dtype=ix.dtype, compression=ix.compression, virtual=True)
             _write_tables(f, status_rows, video_rows)
-        _fsync_path(tmp); os.replace(tmp, out); _fsync_path(out.parent)
+        fsync_path(tmp); os.replace(tmp, out); fsync_path(out.parent)
     finally:
         if tmp.exists(): tmp.unlink()
     return out

@@ -18,7 +18,7 @@ from .core import (XattnError, autocast_dtype, cli_command, config_to_dict, get_
 from .features import (FeatureDataset, DataConfig, collate_features, forward_batch, holdout_split, load_split,
                             model_from_checkpoint, read_checkpoint, CheckpointError)
 from .model import FusionConfig, build_model, count_parameters
-from .core import check_settings, check_device, setting_error
+from .core import check_settings, check_device, setting_error, fsync_path
 
 # %% auto #0
 __all__ = ['STATE_MANIFEST', 'TrainConfig', 'param_groups', 'warmup_cosine', 'rng_state', 'set_rng_state', 'init_distributed',
@@ -133,14 +133,6 @@ def validate(model, loader, device, amp_dtype=None, world: int = 1) -> dict:
 # %% ../nbs/06_train.ipynb #cbd729c3
 def _unwrap(model): return model.module if hasattr(model, "module") else model
 
-def _fsync(p: Path):
-    "Flush a file or a directory to disk (best effort where the file system cannot)."
-    try:
-        fd = os.open(p, os.O_RDONLY)
-        try: os.fsync(fd)
-        finally: os.close(fd)
-    except OSError: pass
-
 def checkpoint_dict(model, optimizer=None, scheduler=None, scaler=None, **extra) -> dict:
     "Model (unwrapped from DDP) with its architecture, optimiser, scheduler, scaler and RNG states, plus `extra`."
     m = _unwrap(model)
@@ -159,7 +151,7 @@ def atomic_save(obj, path) -> Path:
     "`torch.save(obj)` to a temporary file, flushed, then renamed to `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp); _fsync(tmp); os.replace(tmp, path); _fsync(path.parent)
+    torch.save(obj, tmp); fsync_path(tmp); os.replace(tmp, path); fsync_path(path.parent)
     return path
 
 def save_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None, **extra) -> Path:
@@ -178,12 +170,12 @@ def commit_training_state(ckdir, ck: dict) -> Path:
     from xattn.core import sha256_file
     ckdir = Path(ckdir); ckdir.mkdir(parents=True, exist_ok=True)
     last, prev, tmp = ckdir/"last.pt", ckdir/"last.prev.pt", ckdir/f".last.pt.{os.getpid()}.tmp"
-    torch.save(ck, tmp); _fsync(tmp)
+    torch.save(ck, tmp); fsync_path(tmp)
     new = dict(sha256=sha256_file(tmp), size=tmp.stat().st_size, epoch=int(ck.get("epoch", 0)))
     old = _manifest(ckdir).get("last")
     save_json(dict(last=old, prev=_manifest(ckdir).get("prev"), pending=new), ckdir/STATE_MANIFEST)   # known before it appears
     if last.exists(): os.replace(last, prev)
-    os.replace(tmp, last); _fsync(ckdir)
+    os.replace(tmp, last); fsync_path(ckdir)
     save_json(dict(last=new, prev=old), ckdir/STATE_MANIFEST)
     return last
 
