@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'models list': ('xattn.registry', 'List registered models: one line per complete version (name, version, kind, top-1, classes, size, created, streams).'),
     'models register': ('xattn.registry', 'Register the model of a finished run directory (`xattn train` or `xattn demo`) as the next version of a name.'),
     'models show': ('xattn.registry', 'Show the record (model.json) of a registered version (`NAME`, `NAME:N` or `NAME:latest`) as JSON.'),
+    'predict': ('xattn.predict', 'Predict the classes of videos with a registered model: top-k, per-stream agreement and the moments attention picked; a table, optionally JSONL.'),
     'probe': ('xattn.qc', 'Probe video files or frame folders; one JSON line each (metadata or status).'),
     'readme': ('xattn.cli', 'Write README.md from nbs/index.ipynb (its markdown twin).'),
     'scan': ('xattn.qc', 'Quality control: probe a dataset, apply filters, write manifest.csv/jsonl, summary.json and report.png.'),
