@@ -16,9 +16,9 @@ __all__ = ['VIDEO_EXTS', 'IMAGE_EXTS', 'FRAME_FOLDER_FPS', 'DECORD_THREADS', 'SH
            'VideoRecord', 'check_unique_ids', 'VideoDecodeError', 'load_ssv2', 'load_class_mapping',
            'match_class_folders', 'load_class_folders', 'list_frame_files', 'load_frame_folders', 'load_video_list',
            'probe_video', 'read_markdown_table', 'ProbeCache', 'probe_cached', 'probe_records', 'read_frames',
-           'iter_frames', 'count_frames', 'ShortVideoError', 'Clip', 'short_indices', 'sample_uniform',
-           'sample_fixed_duration', 'sample_chunks', 'sample_multiscale', 'unique_frames', 'SamplerConfig',
-           'sample_clips']
+           'iter_frames', 'count_frames', 'FrameWindows', 'ShortVideoError', 'Clip', 'short_indices', 'sample_uniform',
+           'sample_fixed_duration', 'sample_chunks', 'sample_multiscale', 'unique_frames', 'sample_dense',
+           'SamplerConfig', 'sample_clips']
 
 # %% ../nbs/01_data.ipynb #b38dd529
 @dataclass
@@ -641,6 +641,50 @@ def count_frames(path, backend: str = "pyav") -> int:
     "Number of frames that really decode (decodes the whole video, keeping one chunk in memory)."
     return sum(len(f) for _, f in iter_frames(path, 32, backend))
 
+# %% ../nbs/01_data.ipynb #f6b94b39
+class FrameWindows:
+    "Frames of one video read in windows of increasing indices (each frame decoded once; memory: one window). Use as a context manager."
+    def __init__(self, path, backend: str = "auto"):
+        if backend not in ("auto", "pyav", "decord"): raise XattnError(f"backend={backend!r}: use 'auto', 'pyav' or 'decord'")
+        self.path, self.backend, self.last, self._gen, self._at = path, backend, -1, None, None
+
+    def read(self, indices) -> np.ndarray:
+        "Frames `indices` (sorted, each above every index read before) as uint8 `[T, H, W, 3]`."
+        idx = _check_indices(self.path, indices)
+        if np.any(np.diff(idx) < 0) or idx[0] <= self.last:
+            raise XattnError(f"{self.path}: FrameWindows reads increasing indices; got {idx[:3].tolist()}... after {self.last}")
+        self.last = int(idx[-1])
+        if Path(self.path).is_dir() or self.backend == "decord": return read_frames(self.path, idx, self.backend)
+        if self.backend == "auto" and self._gen is None:
+            try: return read_frames(self.path, idx, "decord")
+            except (VideoDecodeError, ImportError) as e:
+                if isinstance(e, VideoDecodeError) and e.kind in ("missing", "empty", "not a video"): raise
+                self.backend = "pyav"
+        return self._read_pyav(idx)
+
+    def _read_pyav(self, idx: np.ndarray) -> np.ndarray:
+        import av
+        if self._gen is None: self._gen, self._at = self._pyav_frames(), None
+        out, want = [], iter(idx.tolist()); k = next(want)
+        try:
+            while k is not None:
+                if self._at is None or self._at[0] < k: self._at = next(self._gen, None)
+                if self._at is None: raise VideoDecodeError(self.path, f"frame {k} requested, the video ends before it", "probe the video and sample within n_frames", kind="out of range")
+                if self._at[0] == k: out.append(_rotate(self._at[1].to_ndarray(format="rgb24"), int(getattr(self._at[1], "rotation", 0) or 0))); k = next(want, None)
+        except av.error.FFmpegError as e:
+            raise VideoDecodeError(self.path, f"decoding stops before frame {k} ({_short(e)})", "file truncated or corrupt? re-download it", kind="truncated") from None
+        return np.stack(out)
+
+    def _pyav_frames(self):
+        with _av_open(self.path) as c:
+            s = _video_stream(c, self.path); s.thread_type = "AUTO"
+            yield from enumerate(c.decode(s))
+
+    def close(self):
+        if self._gen is not None: self._gen.close(); self._gen = None
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
 # %% ../nbs/01_data.ipynb #fcbc4688
 SHORT_POLICIES = ("loop", "pad", "stretch", "skip")
 
@@ -655,6 +699,7 @@ class Clip:
     end: float
     scale: float = 1.0
     note: str = ""
+    times: np.ndarray | None = None     # sample time (s) of each index when resampled to a target fps
 
     def __post_init__(self): self.indices = np.asarray(self.indices, dtype=np.int64)
     def __len__(self): return len(self.indices)
@@ -758,14 +803,26 @@ def unique_frames(clips: list[Clip]) -> tuple[np.ndarray, list[np.ndarray]]:
     u = np.unique(np.concatenate([c.indices for c in clips]))
     return u, [np.searchsorted(u, c.indices) for c in clips]
 
+# %% ../nbs/01_data.ipynb #56214140
+def sample_dense(meta: VideoMeta, fps: float | None = None) -> list[Clip]:
+    "Every frame (`fps` None), or the frames shown at times `k / fps` (a target rate); one clip whose `times` are the sample times."
+    if meta.n_frames < 1: raise XattnError(f"sample_dense: video has n_frames={meta.n_frames}; probe it first (status should not be 'ok')")
+    if fps is not None and fps <= 0: raise XattnError(f"sample_dense: fps={fps} must be > 0 (or None for every frame)")
+    if fps is None:
+        idx = np.arange(meta.n_frames); t = meta.frame_time(idx).astype(np.float64)
+        return [Clip(idx, float(t[0]), float(meta.duration), times=t)]
+    t = np.arange(0.0, meta.duration - 1e-9, 1.0 / fps)
+    if not len(t): t = np.zeros(1)
+    return [Clip(meta.frame_at(t), 0.0, float(meta.duration), times=t)]
+
 # %% ../nbs/01_data.ipynb #a4ed2061
 @dataclass
 class SamplerConfig:
-    "How frames are chosen: kind 'uniform' (TSN), 'duration' (L-second clips), 'chunks' (stack/step); optional temporal scales."
-    kind: str = field(default="uniform", metadata={"help": "uniform | duration | chunks"})
+    "How frames are chosen: kind 'uniform' (TSN), 'dense' (every frame or a target fps), 'duration' / 'clips' (L-second clips), 'chunks' (stack/step); optional temporal scales."
+    kind: str = field(default="uniform", metadata={"help": "uniform | dense | duration (alias clips) | chunks"})
     n: int = field(default=8, metadata={"help": "uniform: frames (segments) per video"})
     seconds: float = field(default=2.0, metadata={"help": "duration: clip length in seconds"})
-    fps: float | None = field(default=None, metadata={"help": "duration: target frame rate (default: the video's)"})
+    fps: float | None = field(default=None, metadata={"help": "dense, duration: target frame rate (default: the video's)"})
     stride: float | None = field(default=None, metadata={"help": "duration: seconds between clip starts (default: seconds)"})
     size: int = field(default=16, metadata={"help": "chunks: frames per chunk"})
     step: int | None = field(default=None, metadata={"help": "chunks: frames between chunk starts (default: size)"})
@@ -776,7 +833,8 @@ class SamplerConfig:
 def sample_clips(meta: VideoMeta, cfg: SamplerConfig = SamplerConfig(), train: bool = False, seed: int = 0) -> list[Clip]:
     "The clips of one video under `cfg` (raises `ShortVideoError` when `cfg.short == 'skip'` and the video is short)."
     if cfg.kind == "uniform": clips = sample_uniform(meta, cfg.n, train, seed, short=cfg.short)
-    elif cfg.kind == "duration": clips = sample_fixed_duration(meta, cfg.seconds, cfg.fps, cfg.stride, train, seed, cfg.last, cfg.short)
+    elif cfg.kind == "dense": clips = sample_dense(meta, cfg.fps)
+    elif cfg.kind in ("duration", "clips"): clips = sample_fixed_duration(meta, cfg.seconds, cfg.fps, cfg.stride, train, seed, cfg.last, cfg.short)
     elif cfg.kind == "chunks": clips = sample_chunks(meta, cfg.size, cfg.step, cfg.last, cfg.short)
-    else: raise XattnError(f"SamplerConfig.kind={cfg.kind!r}: use 'uniform', 'duration' or 'chunks'")
+    else: raise XattnError(f"SamplerConfig.kind={cfg.kind!r}: use 'uniform', 'dense', 'duration' (or 'clips') or 'chunks'")
     return clips if tuple(cfg.scales) == (1.0,) else sample_multiscale(meta, clips, cfg.scales)

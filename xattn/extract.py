@@ -11,25 +11,52 @@ import numpy as np
 import torch
 from .core import (parse_kv, XattnError, get_device, get_logger, save_json, config_to_dict,
                         parse_config_args, cli_command, shard_env, cuda_index, peak_rss_mb)
-from .data import VideoRecord, VideoMeta, VideoDecodeError, probe_video, read_frames, sample_uniform
+from .data import (VideoRecord, VideoMeta, VideoDecodeError, probe_video, read_frames, sample_uniform, sample_dense,
+                        sample_fixed_duration, sample_chunks, sample_multiscale, Clip, FrameWindows, ShortVideoError, SHORT_POLICIES)
 from .store import FeatureWriter, FeatureStore, shard_path, shard_files, merge_stores, store_files
 from fastcore.basics import patch
 from .core import check_settings, check_device, setting_error
 from .store import compression_kwargs, StoreError
 
 # %% auto #0
-__all__ = ['ENVIRONMENT_ERRORS', 'SOURCE_KINDS', 'ExtractConfig', 'VideoPlan', 'plan_video', 'VideoInputs', 'flow_short_side',
+__all__ = ['SAMPLINGS', 'ENVIRONMENT_ERRORS', 'SOURCE_KINDS', 'check_sampling', 'ExtractConfig', 'VideoPlan', 'sampler_clips',
+           'row_clips', 'plan_video', 'VideoInputs', 'flow_short_side', 'iter_video_inputs', 'uniform_sampling',
            'load_video_inputs', 'VideoInputDataset', 'video_loader', 'ClipBatcher', 'load_extractors',
-           'extractor_provenance', 'check_extractor_settings', 'shard_setup', 'WorkPlan', 'plan_work', 'ExtractionRun',
-           'extract_features', 'records_from_source', 'extract_cli']
+           'sampling_record', 'extractor_provenance', 'check_extractor_settings', 'shard_setup', 'WorkPlan',
+           'plan_work', 'ExtractionRun', 'pool_rows', 'extract_features', 'records_from_source', 'extract_cli']
+
+# %% ../nbs/04a_extract.ipynb #609b3571
+SAMPLINGS = ("uniform", "dense", "clips", "chunks")
+
+def check_sampling(cfg):
+    "Fail in one line on sampling settings that contradict each other (`cfg`: an `ExtractConfig`)."
+    if cfg.sampling not in SAMPLINGS: raise setting_error(cfg, "sampling", f"use one of {', '.join(SAMPLINGS)}")
+    lasts = ("drop", "shift") if cfg.sampling == "clips" else ("drop", "pad", "keep", "shift")
+    if cfg.last not in lasts: raise setting_error(cfg, "last", f"{cfg.sampling} sampling takes {' or '.join(lasts)}")
+    if cfg.short != "auto" and cfg.short not in SHORT_POLICIES: raise setting_error(cfg, "short", f"use auto or one of {', '.join(SHORT_POLICIES)}")
+    if cfg.scale_mode not in ("rows", "mean"): raise setting_error(cfg, "scale_mode", "use rows or mean")
+    if not cfg.scales or min(cfg.scales) <= 0: raise setting_error(cfg, "scales", "give positive scales, e.g. 1.0,0.85,1.15")
+    for k, lo in (("fps", 0), ("clip_seconds", 1e-9), ("clip_stride", 0), ("chunk_size", 0), ("chunk_step", 0)):
+        if getattr(cfg, k) < lo: raise setting_error(cfg, k, f"must be >= {lo}")
 
 # %% ../nbs/04a_extract.ipynb #51a9720a
 @dataclass
 class ExtractConfig:
     "Settings of a feature extraction run."
     extractors: tuple[str, ...] = field(default=("dinov3_vits16plus",), metadata={"help": "extractor names (comma-separated)"})
-    frames: int = field(default=16, metadata={"help": "frames sampled uniformly per video"})
-    clips: int = field(default=0, metadata={"help": "clips per video for clip extractors; 0: frames // frames_per_clip"})
+    sampling: str = field(default="uniform", metadata={"help": "uniform (N frames or clips per video), dense (every frame, or --fps), clips (--clip-seconds clips), chunks (--chunk-size frames every --chunk-step)"})
+    frames: int = field(default=16, metadata={"help": "uniform: frames sampled per video"})
+    clips: int = field(default=0, metadata={"help": "uniform: clips per video for clip extractors; 0: frames // frames_per_clip"})
+    fps: float = field(default=0.0, metadata={"help": "dense, clips: target frame rate, sampled by time (0: the video's own)"})
+    clip_seconds: float = field(default=2.0, metadata={"help": "clips: clip length in seconds (one row per clip)"})
+    clip_stride: float = field(default=0.0, metadata={"help": "clips: seconds between clip starts (0: --clip-seconds)"})
+    chunk_size: int = field(default=0, metadata={"help": "chunks: frames per chunk (0: the extractor's frames_per_clip)"})
+    chunk_step: int = field(default=0, metadata={"help": "chunks: frames between chunk starts (0: --chunk-size)"})
+    last: str = field(default="drop", metadata={"help": "final partial clip/chunk: drop, pad (repeat the last frame), keep (shorter), shift (end-aligned)"})
+    short: str = field(default="auto", metadata={"help": "video shorter than one clip/chunk: pad, loop, stretch, skip (stored as skipped, with the reason); auto: stretch for uniform, else pad"})
+    scales: tuple[float, ...] = field(default=(1.0,), metadata={"help": "temporal scales about each clip's centre, e.g. 1.0,0.85,1.15"})
+    scale_mode: str = field(default="rows", metadata={"help": "rows (one row per scale) or mean (rows averaged over the scales)"})
+    window: int = field(default=128, metadata={"help": "frames decoded at a time: memory is bounded by this, not by a video's length"})
     flow_method: str = field(default="farneback", metadata={"help": "optical flow for flow extractors: farneback, dis, tvl1"})
     batch_size: int = field(default=32, metadata={"help": "clips (frames, for per-frame extractors) per forward pass"})
     num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes decoding videos"})
@@ -67,11 +94,14 @@ class ExtractConfig:
         if not self.extractors: raise XattnError("ExtractConfig: no extractors given (e.g. --extractors dinov3_vits16plus,i3d_r50)")
         if isinstance(self.random_init, str): self.random_init = tuple(x for x in self.random_init.split(",") if x)
         self.random_init = tuple(self.random_init)
+        if isinstance(self.scales, (str, int, float)): self.scales = tuple(float(x) for x in str(self.scales).split(",") if x)
+        self.scales = tuple(float(x) for x in self.scales)
+        check_sampling(self)
         if set(self.random_init) - set(self.extractors):
             raise XattnError(f"ExtractConfig: random_init names {sorted(set(self.random_init) - set(self.extractors))}, "
                              f"which are not among the extractors {list(self.extractors)}")
         from xattn.flow import FLOW_METHODS
-        check_settings(self, dict(frames=(1, None), clips=(0, None), batch_size=(1, None), num_workers=(0, 256), commit_every=(1, None),
+        check_settings(self, dict(frames=(1, None), clips=(0, None), window=(1, None), batch_size=(1, None), num_workers=(0, 256), commit_every=(1, None),
                                   commit_seconds=(0, None), max_in_flight=(1, None),
                                   flow_size=(0, None), threads=(0, 4096), limit=(0, None), rank=(-1, None), world_size=(0, None),
                                   flow_method=sorted(FLOW_METHODS), backend=["auto", "decord", "pyav"], precision=["auto", "fp32", "bf16", "fp16"]))
@@ -90,11 +120,13 @@ def overrides_for(self: ExtractConfig, name: str) -> dict:
 # %% ../nbs/04a_extract.ipynb #17e477ff
 @dataclass
 class VideoPlan:
-    "Units (frame indices per model input), the unit of every stored row, and the rows' spans `[rows, 2]` (s)."
+    "Distinct units (frame indices per model input), the units averaged into each stored row, the rows' spans `[rows, 2]` (s)."
     units: list
-    rows: np.ndarray
+    rows: list
     spans: np.ndarray
     flow: bool = False
+    scales: np.ndarray | None = None     # temporal scale of each row (0: averaged over the scales)
+    requested: int = 0                   # units the rows ask for, repeats included (>= len(units))
 
     @property
     def frames(self) -> np.ndarray:
@@ -109,89 +141,205 @@ def _flow_pairs(idx: np.ndarray, n_frames: int) -> np.ndarray:
     a = np.minimum(idx, n_frames - 2)
     return np.stack([a, a + 1], 1)
 
-def plan_video(meta: VideoMeta, spec, frames: int, clips: int = 0) -> VideoPlan:
-    "Units, row mapping and spans of one video for an extractor with `spec`, `frames` uniform samples, `clips` clips."
-    flow = getattr(spec, "input", "rgb") == "flow"
+# %% ../nbs/04a_extract.ipynb #82e913da
+def _short(cfg) -> str: return cfg.short if cfg.short != "auto" else ("stretch" if cfg.sampling == "uniform" else "pad")
+
+def _dense_groups(meta: VideoMeta, c: Clip, size: int, cfg) -> list[Clip]:
+    "Consecutive `size`-sample clips of the dense clip `c` (its samples taken as a video of their own)."
+    rate = cfg.fps or meta.fps
+    as_video = VideoMeta(fps=rate, n_frames=len(c), duration=len(c) / rate, width=meta.width, height=meta.height)
+    out = []
+    for g in sample_chunks(as_video, size, size, cfg.last, _short(cfg)):
+        t = c.times[g.indices]
+        out.append(Clip(c.indices[g.indices], float(t[0]), float(min(t[-1] + 1 / rate, meta.duration)), note=g.note, times=t))
+    return out
+
+def sampler_clips(meta: VideoMeta, spec, cfg) -> list[Clip]:
+    "The clips `cfg`'s sampling takes from a video with `meta` for an extractor with `spec`, before scales (pure)."
+    fpc = 1 if getattr(spec, "per_frame", False) else int(spec.frames_per_clip)
+    if cfg.sampling == "uniform":
+        return sample_uniform(meta, cfg.frames if fpc == 1 else (cfg.clips or max(1, cfg.frames // fpc)) * fpc, short=_short(cfg))
+    if cfg.sampling == "dense":
+        c = sample_dense(meta, cfg.fps or None)
+        return c if fpc == 1 else _dense_groups(meta, c[0], fpc, cfg)
+    if cfg.sampling == "clips":
+        return sample_fixed_duration(meta, cfg.clip_seconds, cfg.fps or None, cfg.clip_stride or None, last=cfg.last, short=_short(cfg))
+    return sample_chunks(meta, cfg.chunk_size or fpc, cfg.chunk_step or None, cfg.last, _short(cfg))
+
+# %% ../nbs/04a_extract.ipynb #2478dfb9
+def _split_rows(meta: VideoMeta, c: Clip, spec, cfg) -> list[Clip]:
+    "The stored rows of clip `c`: its frames (per-frame, uniform/dense), its `frames_per_clip` groups (clip, uniform), or itself."
+    if getattr(spec, "per_frame", False) and cfg.sampling in ("uniform", "dense"):
+        t = c.times if c.times is not None and c.scale == 1 else meta.frame_time(c.indices).astype(np.float64)
+        dt = 1 / cfg.fps if (cfg.sampling == "dense" and cfg.fps) else 1 / meta.fps
+        return [Clip([i], float(a), float(a + dt), c.scale, c.note) for i, a in zip(c.indices.tolist(), t.tolist())]
+    if not getattr(spec, "per_frame", False) and cfg.sampling == "uniform":
+        g = c.indices.reshape(-1, int(spec.frames_per_clip))
+        return [Clip(u, float(meta.frame_time(u.min())), float(meta.frame_time(u.max() + 1)), c.scale, c.note) for u in g]
+    return [c]
+
+def row_clips(meta: VideoMeta, spec, cfg) -> list[list[Clip]]:
+    "Each stored row as the clips averaged into it: one clip, or one per scale with `scale_mode='mean'` (pure)."
+    rows = []
+    for c in sampler_clips(meta, spec, cfg):
+        scaled = [c] if tuple(cfg.scales) == (1.0,) else sample_multiscale(meta, [c], cfg.scales)
+        per_scale = [_split_rows(meta, s, spec, cfg) for s in scaled]
+        if cfg.scale_mode == "mean": rows += [list(r) for r in zip(*per_scale)]
+        else: rows += [[r] for rs in per_scale for r in rs]
+    return rows
+
+# %% ../nbs/04a_extract.ipynb #aa357de7
+def _unit_of(c: Clip, spec, n_frames: int, flow: bool) -> list[np.ndarray]:
+    "The model inputs of row clip `c`: one per frame (per-frame extractors) or the clip, evenly subsampled to `frames_per_clip`."
     if getattr(spec, "per_frame", False):
-        idx = sample_uniform(meta, frames)[0].indices
-        uniq, inv = np.unique(idx, return_inverse=True)
-        units = [_flow_pairs(np.array([i]), meta.n_frames) if flow else np.array([i]) for i in uniq]
-        t0 = meta.frame_time(idx)
-        return VideoPlan(units, inv.astype(np.int64), np.stack([t0, t0 + 1.0 / meta.fps], 1), flow)
-    fpc = int(spec.frames_per_clip)
-    n = clips or max(1, frames // fpc)
-    idx = sample_uniform(meta, n * fpc)[0].indices.reshape(n, fpc)
-    units = [_flow_pairs(u, meta.n_frames) if flow else u for u in idx]
-    spans = np.stack([meta.frame_time(idx.min(1)), meta.frame_time(idx.max(1) + 1)], 1)
-    return VideoPlan(units, np.arange(n, dtype=np.int64), spans, flow)
+        return [_flow_pairs(np.array([i]), n_frames) if flow else np.array([i]) for i in c.indices.tolist()]
+    fpc, idx = int(spec.frames_per_clip), c.indices
+    if len(idx) != fpc: idx = idx[np.round(np.linspace(0, len(idx) - 1, fpc)).astype(np.int64)]
+    return [_flow_pairs(idx, n_frames) if flow else idx]
+
+def plan_video(meta: VideoMeta, spec, cfg) -> VideoPlan:
+    "Distinct units, rows and spans of one video for an extractor with `spec` under the sampling of `cfg` (an `ExtractConfig`)."
+    flow = getattr(spec, "input", "rgb") == "flow"
+    rows, keys, units, row_units, requested = row_clips(meta, spec, cfg), {}, [], [], 0
+    for row in rows:
+        ids = []
+        for c in row:
+            for u in _unit_of(c, spec, meta.n_frames, flow):
+                k = u.tobytes(); requested += 1
+                if k not in keys: keys[k] = len(units); units.append(u)
+                ids.append(keys[k])
+        row_units.append(np.asarray(ids, np.int64))
+    order = np.array(sorted(range(len(units)), key=lambda j: (int(units[j].max()), int(units[j].min()))), np.int64)
+    rank = np.empty_like(order); rank[order] = np.arange(len(order))
+    spans = np.array([[min(c.start for c in r), max(c.end for c in r)] for r in rows], np.float64).reshape(-1, 2)
+    scales = np.array([r[0].scale if len(r) == 1 else 0.0 for r in rows])
+    return VideoPlan([units[j] for j in order], [rank[r] for r in row_units], spans, flow, scales, requested)
 
 # %% ../nbs/04a_extract.ipynb #a6d13c68
 @dataclass
 class VideoInputs:
-    "What a worker returns for one video: model inputs per extractor, the plans, timings, or the error."
+    "What a worker returns for one window of a video: model inputs per extractor, the plans (first part), timings, or the error."
     video_id: str
     path: str
-    inputs: dict = field(default_factory=dict)    # extractor -> Tensor [units, ...]
-    plans: dict = field(default_factory=dict)     # extractor -> VideoPlan
+    inputs: dict = field(default_factory=dict)    # extractor -> Tensor [units, ...] (the next units of its plan, in order)
+    plans: dict = field(default_factory=dict)     # extractor -> VideoPlan (in the first part only)
     frames: int = 0                               # frames decoded
     decode_s: float = 0.0                         # seconds of decoding, flow and preprocessing
     error: str | None = None
     meta: VideoMeta | None = None
+    part: int = 0                                 # window number within the video
+    last: bool = True                             # the video's last part
 
 def flow_short_side(spec, flow_size: int = 0) -> int:
     "Short side (px) frames are resized to before flow for an extractor with `spec`: `flow_size`, else 8/7 of its input size."
     return flow_size or round(int(getattr(spec, "size", 224) or 224) * 8 / 7)
 
-def _flow_for_pairs(decoded: np.ndarray, pos: dict, pairs: np.ndarray, method: str, short: int, cache: dict) -> np.ndarray:
-    "Flow `[len(pairs), H, W, 2]` (pixels/frame at short side `short`) for frame pairs; each pair computed once."
+def _flow_for_pairs(frames: dict, pairs: np.ndarray, method: str, short: int, cache: dict) -> np.ndarray:
+    "Flow `[len(pairs), H, W, 2]` (pixels/frame at short side `short`) for frame pairs of decoded `frames` (index -> frame); each pair computed once."
     from xattn.flow import compute_flow, resize_short_side
     out = []
     for a, b in np.asarray(pairs).reshape(-1, 2).tolist():
         if (a, b) not in cache:
-            fr = decoded[[pos[a], pos[b]]]
+            fr = np.stack([frames[a], frames[b]])
             if min(fr.shape[1:3]) > short > 0: fr = resize_short_side(fr, short)
             cache[(a, b)] = np.zeros((*fr.shape[1:3], 2), np.float32) if a == b else compute_flow(fr, method)[0]
         out.append(cache[(a, b)])
     return np.stack(out)
 
-def load_video_inputs(rec: VideoRecord, extractors: dict, frames: int = 16, clips: int = 0, flow_method: str = "farneback",
-                      flow_size: int = 0, backend: str = "auto") -> VideoInputs:
-    "Decode `rec` once and preprocess it for each of `extractors` (name -> object with `spec` and `preprocess`)."
-    t0 = time.perf_counter(); item = VideoInputs(rec.id, str(rec.path))
+def _error_text(ex: Exception) -> str:
+    if isinstance(ex, VideoDecodeError): return ex.status if ex.kind == "unreadable" else ex.reason
+    return str(ex) if isinstance(ex, ShortVideoError) else f"{type(ex).__name__}: {ex}"
+
+def _inputs_for(e, units: list, flow: bool, frames: dict, method: str, short: int, flows: dict) -> torch.Tensor:
+    "Extractor `e`'s preprocessed inputs `[len(units), ...]` from decoded `frames` (flow computed once per pair)."
+    def gather(u):
+        if flow: return _flow_for_pairs(frames, u, method, short, flows)
+        return np.stack([frames[int(i)] for i in np.asarray(u).reshape(-1)])
+    if getattr(e.spec, "per_frame", False): return torch.as_tensor(e.preprocess(gather(np.concatenate(units))))
+    return torch.stack([torch.as_tensor(e.preprocess(gather(u))) for u in units])
+
+# %% ../nbs/04a_extract.ipynb #bf0e8c58
+class _UnitFeed:
+    "The units of one plan, handed out in plan order as the frames they need arrive."
+    def __init__(self, plan: VideoPlan):
+        self.plan, self.next = plan, 0
+        self.hi = np.array([int(np.max(u)) for u in plan.units], np.int64)
+        lo = np.array([int(np.min(u)) for u in plan.units], np.int64)
+        self.lo_after = np.minimum.accumulate(lo[::-1])[::-1]      # lowest frame any unit from k on still needs
+
+    def ready(self, upto: int) -> list:
+        k = int(np.searchsorted(self.hi, upto, "right")); out = self.plan.units[self.next:k]; self.next = max(k, self.next)
+        return out
+
+    def lowest_needed(self) -> int: return int(self.lo_after[self.next]) if self.next < len(self.lo_after) else 1 << 62
+
+def _evict(frames: dict, flows: dict, lo: int):
+    for k in [k for k in frames if k < lo]: del frames[k]
+    for k in [k for k in flows if k[0] < lo]: del flows[k]
+
+def _plan_all(rec: VideoRecord, extractors: dict, sampling, backend: str) -> VideoInputs:
+    "The first part of a video: its metadata and plans, or the error that stops it."
+    item = VideoInputs(rec.id, str(rec.path))
     try:
         meta = item.meta = rec.meta if rec.meta is not None else probe_video(rec.path, backend=backend)
-        item.plans = {n: plan_video(meta, e.spec, frames, clips) for n, e in extractors.items()}
-        need = np.unique(np.concatenate([p.frames for p in item.plans.values()]))
-        decoded = read_frames(rec.path, need, backend=backend)
-        pos = {int(i): k for k, i in enumerate(need)}; item.frames = len(need); flows = {}
-        for n, e in extractors.items():
-            p, spec = item.plans[n], e.spec
-            short = flow_short_side(spec, flow_size)
-            def gather(u):
-                if p.flow: return _flow_for_pairs(decoded, pos, u, flow_method, short, flows)
-                return decoded[[pos[int(i)] for i in np.asarray(u).reshape(-1)]]
-            if getattr(spec, "per_frame", False):
-                x = e.preprocess(gather(np.concatenate(p.units)))
-            else:
-                x = torch.stack([torch.as_tensor(e.preprocess(gather(u))) for u in p.units])
-            item.inputs[n] = torch.as_tensor(x)
-    except Exception as ex:        # a bad video is a result, not a crash of the run
-        item.inputs, item.error = {}, (ex.status if isinstance(ex, VideoDecodeError) and ex.kind == "unreadable" else
-                                       ex.reason if isinstance(ex, VideoDecodeError) else f"{type(ex).__name__}: {ex}")
-    item.decode_s = time.perf_counter() - t0
+        item.plans = {n: plan_video(meta, e.spec, sampling) for n, e in extractors.items()}
+    except Exception as ex: item.error = _error_text(ex)
     return item
 
+# %% ../nbs/04a_extract.ipynb #7a071f21
+def iter_video_inputs(rec: VideoRecord, extractors: dict, sampling, flow_method: str = "farneback", flow_size: int = 0,
+                      backend: str = "auto", window: int = 128):
+    "Decode `rec` window by window and yield its inputs for `extractors` in parts (`part`, `last`); an error ends the video with an error part."
+    t0 = time.perf_counter(); item = _plan_all(rec, extractors, sampling, backend)
+    if item.error is not None: item.decode_s = time.perf_counter() - t0; yield item; return
+    feeds = {n: _UnitFeed(p) for n, p in item.plans.items()}
+    need = np.unique(np.concatenate([p.frames for p in item.plans.values()]))
+    wins = [need[a:a + window] for a in range(0, len(need), window)]
+    frames, flows = {}, {}
+    with FrameWindows(rec.path, backend) as fw:
+        for w, idx in enumerate(wins):
+            if w: item = VideoInputs(rec.id, str(rec.path), part=w)
+            item.last = w == len(wins) - 1
+            try:
+                frames.update(zip(idx.tolist(), fw.read(idx))); item.frames = len(idx)
+                for n, f in feeds.items():
+                    units = f.ready(int(idx[-1]))
+                    if units: item.inputs[n] = _inputs_for(extractors[n], units, f.plan.flow, frames, flow_method,
+                                                           flow_short_side(extractors[n].spec, flow_size), flows)
+                _evict(frames, flows, min(f.lowest_needed() for f in feeds.values()))
+            except Exception as ex:        # a bad video is a result, not a crash of the run
+                item.inputs, item.error, item.last = {}, _error_text(ex), True
+            item.decode_s, t0 = time.perf_counter() - t0, time.perf_counter()
+            yield item
+            if item.error is not None: return
+
+def uniform_sampling(extractors, frames: int = 16, clips: int = 0) -> ExtractConfig:
+    "The default sampling (N uniform frames / clips per video) as settings `plan_video` takes."
+    return ExtractConfig(extractors=tuple(extractors) or ("none",), frames=frames, clips=clips, progress=False)
+
+def load_video_inputs(rec: VideoRecord, extractors: dict, frames: int = 16, clips: int = 0, flow_method: str = "farneback",
+                      flow_size: int = 0, backend: str = "auto", sampling=None) -> VideoInputs:
+    "Decode `rec` and preprocess it for each of `extractors` (name -> object with `spec` and `preprocess`), as one part."
+    parts = list(iter_video_inputs(rec, extractors, sampling or uniform_sampling(extractors, frames, clips), flow_method, flow_size,
+                                   backend, window=1 << 62))
+    return parts[0]
+
 # %% ../nbs/04a_extract.ipynb #14c54cc8
-class VideoInputDataset(torch.utils.data.Dataset):
-    "Records -> `VideoInputs`, decoded and preprocessed (used from DataLoader workers)."
+class VideoInputDataset(torch.utils.data.IterableDataset):
+    "Records -> `VideoInputs` parts, decoded window by window (worker `w` of `n` takes records `w, w+n, ...`); `ds[i]` is video `i` whole."
     def __init__(self, records: list, extractors: dict, needs: list | None = None, frames: int = 16, clips: int = 0,
-                 flow_method: str = "farneback", flow_size: int = 0, backend: str = "auto"):
-        self.records, self.extractors = records, extractors
+                 flow_method: str = "farneback", flow_size: int = 0, backend: str = "auto", sampling=None, window: int = 128):
+        self.records, self.extractors, self.window = records, extractors, window
         self.needs = needs or [tuple(extractors)] * len(records)
-        self.kw = dict(frames=frames, clips=clips, flow_method=flow_method, flow_size=flow_size, backend=backend)
-    def __len__(self): return len(self.records)
-    def __getitem__(self, i) -> VideoInputs:
-        return load_video_inputs(self.records[i], {n: self.extractors[n] for n in self.needs[i]}, **self.kw)
+        self.sampling = sampling or uniform_sampling(extractors, frames, clips)
+        self.kw = dict(flow_method=flow_method, flow_size=flow_size, backend=backend)
+    def _video(self, i: int, window: int):
+        return iter_video_inputs(self.records[i], {n: self.extractors[n] for n in self.needs[i]}, self.sampling, window=window, **self.kw)
+    def __getitem__(self, i) -> VideoInputs: return list(self._video(i, 1 << 62))[0]
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, n = (info.id, info.num_workers) if info is not None else (0, 1)
+        for i in range(w, len(self.records), n): yield from self._video(i, self.window)
 
 def _worker_init(_):
     # One torch thread per decoding worker. Not `cv2.setNumThreads`: in a forked child of a process whose
@@ -204,7 +352,7 @@ def _worker_init(_):
 def _identity(x): return x
 
 def video_loader(ds: VideoInputDataset, num_workers: int = 2, prefetch: int = 4) -> torch.utils.data.DataLoader:
-    "A DataLoader yielding one `VideoInputs` per video, in order, decoded by `num_workers` processes."
+    "A DataLoader yielding the `VideoInputs` parts of `ds`, decoded by `num_workers` processes (taken from them in turn)."
     kw = dict(prefetch_factor=prefetch, worker_init_fn=_worker_init, persistent_workers=False) if num_workers > 0 else {}
     return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_identity, **kw)
 
@@ -220,6 +368,10 @@ class ClipBatcher:
         if len(x): self.queue.append([video_id, x, 0]); self.n += len(x)
 
     def ready(self, final: bool = False) -> bool: return self.n >= self.bs or (final and self.n > 0)
+
+    def drop(self, video_id: str):
+        "Forget the queued units of `video_id` (a later part of it failed)."
+        self.queue = [q for q in self.queue if q[0] != video_id]; self.n = sum(len(x) - at for _, x, at in self.queue)
 
     def run(self) -> list:
         "Forward the next batch; returns `[(video_id, first unit, outputs [k, tokens, dim] float32 numpy)]`."
@@ -249,14 +401,27 @@ def load_extractors(cfg: ExtractConfig) -> dict:
                                    **cfg.overrides_for(name))
     return out
 
+_SAMPLING_KEYS = {"dense": ("fps",), "clips": ("fps", "clip_seconds", "clip_stride", "last"), "chunks": ("chunk_size", "chunk_step", "last")}
+
+def sampling_record(cfg: ExtractConfig, spec) -> dict:
+    "The sampling of run `cfg` as the store records it for an extractor with `spec` (uniform: the keys stores always had)."
+    per_frame = bool(getattr(spec, "per_frame", False))
+    if cfg.sampling == "uniform":
+        rec = {"name": "uniform", "frames": cfg.frames, "clips": 0 if per_frame else (cfg.clips or max(1, cfg.frames // int(spec.frames_per_clip)))}
+        if cfg.short not in ("auto", "stretch"): rec["short"] = cfg.short
+    else:
+        rec = {"name": cfg.sampling, **{k: getattr(cfg, k) for k in _SAMPLING_KEYS[cfg.sampling]}, "short": _short(cfg)}
+        if cfg.sampling == "chunks": rec.update(chunk_size=cfg.chunk_size or int(spec.frames_per_clip), chunk_step=cfg.chunk_step or cfg.chunk_size or int(spec.frames_per_clip))
+    if tuple(cfg.scales) != (1.0,): rec.update(scales=list(cfg.scales), scale_mode=cfg.scale_mode)
+    return rec
+
 def extractor_provenance(name: str, extractor, cfg: ExtractConfig) -> dict:
     "What the store records about `extractor`: its own provenance plus the sampler and flow of the run."
     spec = extractor.spec
     prov = dict(getattr(extractor, "provenance", {}) or {})
     run = {k: prov.pop(k) for k in ("device", "weights_file") if k in prov}   # where it ran, not what it computes
     prov.update(extractor=name, input=getattr(spec, "input", "rgb"), per_frame=bool(getattr(spec, "per_frame", False)),
-                sampler={"name": "uniform", "frames": cfg.frames,
-                         "clips": 0 if getattr(spec, "per_frame", False) else (cfg.clips or max(1, cfg.frames // int(spec.frames_per_clip)))},
+                sampler=sampling_record(cfg, spec),
                 overrides=cfg.overrides_for(name))
     prov.setdefault("weights", "unknown")
     if getattr(spec, "input", "rgb") == "flow":
@@ -348,20 +513,32 @@ class ExtractionRun:
         self.batchers = {n: ClipBatcher(n, extractors[n], cfg.batch_size) for n in cfg.extractors}
         self.pending: dict[str, _InFlight] = {}
         self.failed, self.rows, self.frames, self.decode_s, self.processed = [], {n: 0 for n in cfg.extractors}, 0, 0.0, 0
+        self.skipped, self.video_s, self.requested = [], {}, {n: 0 for n in cfg.extractors}
 
     def fail(self, vid: str, path: str, why: str):
-        "Record `vid` as failed (in the store and in the summary); a failure of the environment (`unreadable: ...`) is retried next run."
-        status = "error" if why.startswith(ENVIRONMENT_ERRORS) else "failed"
-        self.failed.append(dict(id=vid, path=path, reason=why, status=status)); self.writer.mark(vid, status, why, path); self.writer.done(vid)
-        self.bar.update(1); self.vlog.info(f"{vid}: failed, {why} ({path})")
+        "Record `vid` as failed (in the store and summary); an environment failure (`unreadable: ...`) is retried next run; a too-short video is skipped."
+        self.drop(vid)
+        status = "skipped" if why.startswith("too short") else "error" if why.startswith(ENVIRONMENT_ERRORS) else "failed"
+        (self.skipped if status == "skipped" else self.failed).append(dict(id=vid, path=path, reason=why, status=status))
+        self.writer.mark(vid, status, why, path); self.writer.done(vid)
+        self.bar.update(1); self.vlog.info(f"{vid}: {status}, {why} ({path})")
+
+    def drop(self, vid: str):
+        "Forget video `vid` in flight: its queued units leave the batchers and its outputs so far are discarded."
+        if self.pending.pop(vid, None) is not None:
+            for b in self.batchers.values(): b.drop(vid)
 
 # %% ../nbs/04a_extract.ipynb #b058e0ce
 @patch
 def feed(self: ExtractionRun, item):
-    "Take one decoded video from the loader: record a decoding failure, or queue its inputs and run what is ready."
+    "Take one decoded part of a video from the loader: record a failure, or queue its inputs and run what is ready."
     self.decode_s += item.decode_s; self.frames += item.frames
     if item.error is not None: return self.fail(item.video_id, item.path, item.error)
-    self.pending[item.video_id] = _InFlight(item, {n: [] for n in item.inputs}, {n: len(x) for n, x in item.inputs.items()}, time.perf_counter())
+    v = self.pending.get(item.video_id)
+    if v is None:
+        v = self.pending[item.video_id] = _InFlight(item, {n: [] for n in item.plans}, {n: len(p.units) for n, p in item.plans.items()},
+                                                    time.perf_counter())
+    elif v.item is not item: v.item.frames += item.frames; v.item.decode_s += item.decode_s
     for n, x in item.inputs.items(): self.batchers[n].put(item.video_id, x)
     self.drain(final=len(self.pending) >= self.cfg.max_in_flight)
 
@@ -371,20 +548,30 @@ def drain(self: ExtractionRun, final: bool = False):
     for n, b in self.batchers.items():
         while b.ready(final):
             for vid, _, y in b.run():
-                v = self.pending[vid]; v.outs[n].append(y); v.left[n] -= len(y)
+                v = self.pending.get(vid)
+                if v is None: continue                   # dropped: a later part of it failed
+                v.outs[n].append(y); v.left[n] -= len(y)
                 if not any(v.left.values()): self.finish(vid)
+
+def pool_rows(out: np.ndarray, rows: list) -> np.ndarray:
+    "Rows `[len(rows), tokens, dim]` from unit outputs `out [units, tokens, dim]`: each row the mean of its units."
+    lens = {len(r) for r in rows}
+    if lens == {1}: return out[np.concatenate(rows)]
+    if len(lens) == 1: return out[np.stack(rows)].mean(1)
+    return np.stack([out[r].mean(0) for r in rows])
 
 @patch
 def finish(self: ExtractionRun, vid: str):
     "Write the complete video `vid` (its rows, per extractor) or record it as failed if a model returned NaN/Inf."
     v = self.pending.pop(vid); item = v.item
-    got = {n: (np.concatenate(v.outs[n]) if len(v.outs[n]) > 1 else v.outs[n][0])[p.rows] for n, p in item.plans.items()}
+    got = {n: pool_rows(np.concatenate(v.outs[n]) if len(v.outs[n]) > 1 else v.outs[n][0], p.rows) for n, p in item.plans.items()}
     bad = [n for n, x in got.items() if not np.isfinite(x).all()]
     if bad: return self.fail(vid, item.path, f"non-finite features from {', '.join(bad)} (NaN/Inf in the model output)")
-    for n, plan in item.plans.items(): self.writer.add(n, vid, got[n], plan.spans); self.rows[n] += len(plan.rows)
+    for n, plan in item.plans.items():
+        self.writer.add(n, vid, got[n], plan.spans); self.rows[n] += len(plan.rows); self.requested[n] += plan.requested
     m = item.meta
     self.writer.describe(vid, m.fps, m.n_frames, m.duration, item.path); self.writer.done(vid)
-    self.processed += 1; self.bar.update(1)
+    self.processed += 1; self.bar.update(1); self.video_s[vid] = round(time.perf_counter() - v.t_arrived + item.decode_s, 4)
     self.vlog.info(f"{vid}: ok, " + ", ".join(f"{n} {len(p.rows)} rows" for n, p in item.plans.items()) +
                    f", {item.frames} frames, decode {item.decode_s:.2f}s, {time.perf_counter() - v.t_arrived:.2f}s in flight")
 
@@ -393,11 +580,13 @@ def _run_summary(cfg, plan: WorkPlan, run: ExtractionRun, rank, world, out, devi
     "The JSON summary of a run: counts, failures, rows, speed, memory and the config."
     return dict(run_date=run_date, store=str(cfg.out), out=str(out), rank=rank, world_size=world, device=str(device),
                 extractors=list(cfg.extractors), total=len(plan.records), already_done=plan.already_done, processed=run.processed,
-                skipped=plan.skipped, failed=run.failed, rows=run.rows, frames_decoded=run.frames, wall_s=wall,
+                skipped=plan.skipped + run.skipped, failed=run.failed, rows=run.rows,
+                total_videos=len(plan.records), processed_videos=run.processed, videos_skipped=len(plan.skipped) + len(run.skipped), frames_decoded=run.frames, wall_s=wall,
                 videos_per_s=run.processed / wall if wall else 0.0, frames_per_s=run.frames / wall if wall else 0.0,
                 decode_s=run.decode_s, model_s=sum(b.model_s for b in run.batchers.values()),
                 batches={n: b.batches for n, b in run.batchers.items()},
-                units={n: b.units for n, b in run.batchers.items()}, peak_rss_mb=peak_rss_mb(), config=config_to_dict(cfg))
+                units={n: b.units for n, b in run.batchers.items()}, units_requested=run.requested, video_s=run.video_s,
+                peak_rss_mb=peak_rss_mb(), config=config_to_dict(cfg))
 
 def _stream(cfg, plan: WorkPlan, extractors: dict, writer, vlog, rank: int, world: int) -> ExtractionRun:
     "Decode the planned videos in the workers and push them through the batchers into `writer`; returns the finished run."
@@ -405,8 +594,8 @@ def _stream(cfg, plan: WorkPlan, extractors: dict, writer, vlog, rank: int, worl
     bar = tqdm(total=len(plan.todo), unit="video", desc=f"extract[{rank}/{world}]" if world > 1 else "extract",
                disable=not cfg.progress, dynamic_ncols=True, mininterval=1.0)
     run, t0 = ExtractionRun(cfg, extractors, writer, bar, vlog), time.perf_counter()
-    loader = video_loader(VideoInputDataset(plan.todo, extractors, plan.needs, cfg.frames, cfg.clips, cfg.flow_method, cfg.flow_size,
-                                            cfg.backend), cfg.num_workers) if plan.todo else []
+    loader = video_loader(VideoInputDataset(plan.todo, extractors, plan.needs, flow_method=cfg.flow_method, flow_size=cfg.flow_size,
+                                            backend=cfg.backend, sampling=cfg, window=cfg.window), cfg.num_workers) if plan.todo else []
     try:
         for item in loader:
             run.feed(item)
