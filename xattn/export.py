@@ -12,8 +12,8 @@ from .core import XattnError, get_logger, cli_command, parse_config_args
 from .store import FeatureStore
 
 # %% auto #0
-__all__ = ['token_view', 'resolve_token', 'video_path', 'export_npz', 'default_streams', 'export_npy', 'export_split_h5',
-           'ExportConfig', 'store_export_cli']
+__all__ = ['token_view', 'resolve_token', 'video_path', 'sampler_clip_length', 'export_npz', 'default_streams', 'export_npy',
+           'export_split_h5', 'ExportConfig', 'store_export_cli']
 
 # %% ../nbs/04b_export.ipynb #5436a2ff
 def token_view(rows: np.ndarray, token=None, names=None) -> np.ndarray:
@@ -57,18 +57,25 @@ def _fps(store: FeatureStore, vid: str, fps: float | None) -> float:
     if f is None or not np.isfinite(f): raise XattnError(f"{vid}: no frame rate recorded in the store; pass fps=...")
     return float(f)
 
+def sampler_clip_length(prov: dict):
+    "What a row covers, as tools reading `.npz` expect `clip_length`: seconds (float) for `clips` sampling, else frames (int)."
+    smp = prov.get("sampler") or {}
+    if smp.get("name") == "clips": return np.float64(smp["clip_seconds"])
+    if smp.get("name") == "chunks": return np.int64(smp["chunk_size"])
+    return np.int64(1 if prov.get("per_frame") else int(prov.get("frames_per_clip") or 0))
+
 def export_npz(store, out_dir, extractor: str, token=None, mirror: bool = True, video_ids=None, fps: float | None = None,
                progress: bool = True) -> int:
-    "Write `<out_dir>/<id>.npz` (`features`, `fps`, `clip_length`) for each video of `extractor`; returns the count."
+    "Write `<out_dir>/<id>.npz` (`features`, `fps`, `clip_length`, `spans` in s) for each video of `extractor`; returns the count."
     from tqdm.auto import tqdm
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     prov, names = store.provenance(extractor), _token_names(store, extractor)
-    clip_length = 1 if prov.get("per_frame") else int(prov.get("frames_per_clip") or 0)
+    clip_length = sampler_clip_length(prov)
     ids = list(video_ids) if video_ids is not None else store.video_ids(extractor)
     for v in tqdm(ids, desc=f"npz {extractor}", disable=not progress, leave=False):
         feats = token_view(store.get(extractor, v), resolve_token(store, extractor, token), names)
         _save_atomic(video_path(out_dir, v, ".npz", mirror), np.savez, features=feats, fps=np.float64(_fps(store, v, fps)),
-                     clip_length=np.int64(clip_length))
+                     clip_length=clip_length, spans=store.spans(extractor, v))
     get_logger("xattn.export").info(f"npz: {len(ids)} videos of {extractor} -> {out_dir}")
     return len(ids)
 
@@ -135,7 +142,8 @@ def export_split_h5(store, out_path, extractor: str, records: list, token="auto"
         f.create_dataset("num_frames", data=nf)
         f.create_dataset("labels", data=np.array([-1 if r.label is None else int(r.label) for r in have], np.int64))
         f.create_dataset("video_ids", data=np.array([r.id for r in have], dtype=object), dtype=h5py.string_dtype())
-        f.attrs.update(feature_dim=D, category_mapping=json.dumps(category_mapping, sort_keys=True), multi_scale=False,
+        f.attrs.update(feature_dim=D, category_mapping=json.dumps(category_mapping, sort_keys=True), multi_scale=len((prov.get("sampler") or {}).get("scales", [1.0])) > 1,
+                       scales=json.dumps((prov.get("sampler") or {}).get("scales", [1.0])), scale_mode=(prov.get("sampler") or {}).get("scale_mode", "rows"),
                        extractor=extractor, token=str(token), provenance=json.dumps(prov, sort_keys=True),
                        missing=json.dumps(missing), truncated=int(sum(l > T for l in lens)))
     tmp.replace(out_path)
