@@ -4,7 +4,7 @@
 
 # %% ../nbs/04d_bench_extract.ipynb #d5543103
 from __future__ import annotations
-import json, math, os, subprocess, sys, tempfile, time
+import dataclasses, json, math, os, subprocess, sys, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -15,7 +15,8 @@ from .extract import ExtractConfig, load_extractors, VideoInputDataset, video_lo
 
 # %% auto #0
 __all__ = ['bench_extract_cli', 'ExtractBenchConfig', 'write_long_video', 'bench_throughput', 'reset_peak_rss',
-           'current_peak_rss_mb', 'peak_rss_of_video', 'bench_memory', 'bench_store_reads', 'bench_extract']
+           'current_peak_rss_mb', 'peak_rss_of_video', 'bench_memory', 'bench_store_reads', 'e2e_vs_model',
+           'bench_multiscale', 'bench_sampling', 'bench_extract']
 
 # %% ../nbs/04d_bench_extract.ipynb #a90bbc25
 @dataclass
@@ -37,6 +38,9 @@ class ExtractBenchConfig:
     rss_fps: float = field(default=25.0, metadata={"help": "frame rate of the memory-test videos"})
     read_videos: int = field(default=4000, metadata={"help": "videos in the store of the read test (16 rows x [6, 384] float16 each)"})
     read_workers: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "DataLoader workers of the read test"})
+    sampling: str = field(default="", metadata={"help": "instead: the sampling benchmark on real clips: dense, chunks, multiscale, memory or all"})
+    clips_dir: Path | None = field(default=None, metadata={"help": "sampling: folder of real videos (default ../shared/data/videos)"})
+    sampling_size: int = field(default=224, metadata={"help": "sampling: extractor input size of the dense and chunk runs"})
     work_dir: Path | None = field(default=None, metadata={"help": "where generated videos and stores go (default: a temporary folder)"})
     out: Path | None = field(default=None, metadata={"help": "also write the JSON here"})
 
@@ -133,21 +137,21 @@ def current_peak_rss_mb(reset: bool = False) -> float:
         return int(next(l for l in st.splitlines() if l.startswith(key)).split()[1]) / 1024
     except (OSError, StopIteration): return peak_rss_mb()
 
-def peak_rss_of_video(video: Path, cfg: ExtractBenchConfig, work: Path) -> dict:
-    "Peak RSS (MiB) of a fresh process extracting the one video `video`."
+def peak_rss_of_video(video: Path, cfg: ExtractBenchConfig, work: Path, **kw) -> dict:
+    "Peak RSS (MiB) of a fresh process extracting the one video `video` (`kw`: more `ExtractConfig` settings, e.g. sampling)."
     lst = work/f"{video.stem}.txt"; lst.write_text(str(video) + "\n")
-    ecfg = _extract_cfg(cfg, work/f"rss-{video.stem}"/"features.h5", num_workers=0)
+    ecfg = _extract_cfg(cfg, work/f"rss-{video.stem}-{kw.get('sampling', 'uniform')}"/"features.h5", num_workers=0, **kw)
     r = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(lst), json.dumps(config_to_dict(ecfg))], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(repo_root())}, timeout=3600)
     if r.returncode: raise XattnError(f"memory test on {video} failed: {r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
-def bench_memory(cfg: ExtractBenchConfig, work: Path) -> dict:
-    "Peak RSS for a short and a long generated video, each in its own process."
+def bench_memory(cfg: ExtractBenchConfig, work: Path, **kw) -> dict:
+    "Peak RSS for a short and a long generated video, each in its own process (`kw`: more `ExtractConfig` settings)."
     out = {}
     for name, sec in (("short", cfg.short_seconds), ("long", cfg.long_seconds)):
         v = write_long_video(work/f"rss_{int(sec)}s_{cfg.video_size}.mp4", sec, cfg.rss_fps, cfg.video_size)
-        out[name] = dict(seconds=sec, **peak_rss_of_video(v, cfg, work))
+        out[name] = dict(seconds=sec, **peak_rss_of_video(v, cfg, work, **kw))
     out["ratio_long_over_short"] = out["long"]["peak_rss_extract_mb"] / out["short"]["peak_rss_extract_mb"]
     return out
 
@@ -181,6 +185,80 @@ def bench_store_reads(cfg: ExtractBenchConfig, work: Path) -> dict:
     res.update(videos=len(order), rows_per_video=16, row_shape=[6, 384], dtype="float16", file_mb=path.stat().st_size / 2**20)
     return res
 
+# %% ../nbs/04d_bench_extract.ipynb #dad4cd03
+def _real_records(cfg: ExtractBenchConfig) -> list:
+    from xattn.extract import records_from_source
+    d = Path(cfg.clips_dir) if cfg.clips_dir else repo_root().parent/"shared"/"data"/"videos"
+    if not d.is_dir(): raise XattnError(f"bench extract --sampling: {d} is not a folder of videos; pass --clips-dir")
+    return records_from_source(d)
+
+def _model_only(items: list, exts: dict, batch_size: int) -> float:
+    "Seconds to push the pre-decoded units of `items` through the engine's batchers."
+    t0 = time.perf_counter()
+    for n, e in exts.items():
+        b = ClipBatcher(n, e, batch_size)
+        for it in items:
+            if n in it.inputs:
+                b.put(it.video_id, it.inputs[n])
+                while b.ready(): b.run()
+        while b.ready(final=True): b.run()
+    return time.perf_counter() - t0
+
+def e2e_vs_model(recs: list, ecfg: ExtractConfig, work: Path) -> dict:
+    "End-to-end frames/s of one extraction beside model-only frames/s of the same units, measured in one process."
+    exts = load_extractors(ecfg)
+    ds = VideoInputDataset(recs, exts, sampling=ecfg, window=ecfg.window, flow_method=ecfg.flow_method)
+    items = list(video_loader(ds, 0))
+    _model_only(items[:1], exts, ecfg.batch_size)                       # warm-up
+    t_model = _model_only(items, exts, ecfg.batch_size)
+    frames = sum(i.frames for i in items); del items
+    s = extract_features(recs, dataclasses.replace(ecfg, out=work/"e2e.h5"), extractors=exts)
+    return dict(videos=s["processed"], frames=frames, units=s["units"], model_s=t_model, end_to_end_s=s["wall_s"],
+                model_frames_per_s=frames / t_model, end_to_end_frames_per_s=frames / s["wall_s"],
+                ratio_end_to_end_over_model=t_model / s["wall_s"])
+
+# %% ../nbs/04d_bench_extract.ipynb #0d833aac
+def _sampling_cfg(cfg: ExtractBenchConfig, out: Path, extractors, overrides: dict, **kw) -> ExtractConfig:
+    return ExtractConfig(**{**dict(extractors=tuple(extractors), batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=cfg.device,
+                                   allow_random_init=True, overrides=overrides, out=out, progress=False, threads=cfg.threads), **kw})
+
+def bench_multiscale(cfg: ExtractBenchConfig, recs: list, work: Path) -> dict:
+    "Frames requested, distinct frames computed and model time per distinct frame: single scale, three scales, overlapping chunks."
+    out = {}
+    runs = dict(single=dict(frames=64), multiscale=dict(frames=64, scales=(1.0, 0.85, 1.15)),
+                chunks_16_8=dict(sampling="chunks", chunk_size=16, chunk_step=8, last="pad"))
+    exts = None
+    for name, kw in runs.items():
+        ecfg = _sampling_cfg(cfg, work/f"ms-{name}.h5", ("resnet50",), {"size": cfg.size}, **kw)
+        exts = exts or load_extractors(ecfg)
+        s = extract_features(recs, ecfg, extractors=exts)
+        out[name] = dict(requested=s["units_requested"]["resnet50"], computed=s["units"]["resnet50"], model_s=s["model_s"],
+                         model_s_per_computed=s["model_s"] / max(s["units"]["resnet50"], 1), rows=s["rows"]["resnet50"])
+    base = out["single"]["model_s_per_computed"]
+    for k in ("multiscale", "chunks_16_8"): out[k]["model_time_over_distinct_frames_at_single_rate"] = out[k]["model_s_per_computed"] / base
+    return out
+
+# %% ../nbs/04d_bench_extract.ipynb #a18ff8b3
+def bench_sampling(cfg: ExtractBenchConfig, work: Path) -> dict:
+    "The sampling benchmark on real clips (`cfg.sampling`: dense, chunks, multiscale, memory or all)."
+    recs, want = _real_records(cfg), {"all": ("dense", "chunks", "multiscale", "memory")}.get(cfg.sampling, (cfg.sampling,))
+    res, S = {}, cfg.sampling_size
+    if "dense" in want:
+        res["dense_resnet50"] = e2e_vs_model(recs, _sampling_cfg(cfg, work/"d.h5", ("resnet50",), {"size": S}, sampling="dense"), work/"dense")
+    if "chunks" in want:
+        res["chunks_i3d_r50_64"] = e2e_vs_model(recs, _sampling_cfg(cfg, work/"c.h5", ("i3d_r50",), {"size": S, "frames_per_clip": 64},
+                                                                    sampling="chunks", chunk_size=64, last="pad", batch_size=2), work/"chunks")
+    if "multiscale" in want: res["multiscale"] = bench_multiscale(cfg, recs, work)
+    if "memory" in want:
+        dense = dataclasses.replace(cfg, extractors=("resnet50",), size=min(cfg.size, 64))
+        res["memory_dense"] = bench_memory(dense, work, sampling="dense")
+    res["checks"] = {k: v for k, v in dict(
+        dense_end_to_end_at_least_0_9x_model=res.get("dense_resnet50", {}).get("ratio_end_to_end_over_model", 1) >= 0.9,
+        chunks_end_to_end_at_least_0_9x_model=res.get("chunks_i3d_r50_64", {}).get("ratio_end_to_end_over_model", 1) >= 0.9,
+        multiscale_at_most_1_1x=res.get("multiscale", {}).get("multiscale", {}).get("model_time_over_distinct_frames_at_single_rate", 1) <= 1.1,
+        rss_long_within_1_5x_short=res.get("memory_dense", {}).get("ratio_long_over_short", 1) <= 1.5).items()}
+    return res
+
 # %% ../nbs/04d_bench_extract.ipynb #c9713ea4
 def bench_extract(cfg: ExtractBenchConfig = ExtractBenchConfig()) -> dict:
     "Run the extraction benchmark; returns the JSON-able result."
@@ -188,6 +266,10 @@ def bench_extract(cfg: ExtractBenchConfig = ExtractBenchConfig()) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res = dict(config=config_to_dict(cfg), environment=environment_info())
+    if cfg.sampling:
+        res.update(bench_sampling(cfg, work)); res["seconds"] = time.perf_counter() - t0
+        if cfg.out: save_json(res, cfg.out)
+        return res
     res["throughput"] = bench_throughput(cfg, work)
     if cfg.long_seconds > 0: res["memory"] = bench_memory(cfg, work)
     res["store_reads"] = bench_store_reads(cfg, work)
