@@ -20,9 +20,9 @@ from .registry import load_model, parse_ref, run_metadata
 from .store import FeatureStore, store_files
 
 # %% auto #0
-__all__ = ['STREAMS', 'ABLATION', 'LATE', 'PredictError', 'model_ref', 'recorded_streams', 'extract_config_for',
-           'extractor_differences', 'check_extractors', 'stream_notes', 'feature_dtypes', 'token_spans',
-           'received_attention', 'attention_moments', 'stream_logits', 'top_classes', 'stream_agreement',
+__all__ = ['STREAMS', 'ABLATION', 'LATE', 'PredictError', 'model_ref', 'recorded_streams', 'sampling_settings',
+           'extract_config_for', 'extractor_differences', 'check_extractors', 'stream_notes', 'feature_dtypes',
+           'token_spans', 'received_attention', 'attention_moments', 'stream_logits', 'top_classes', 'stream_agreement',
            'CollectedFeatures', 'load_for_prediction', 'PredictConfig', 'Predictor', 'records_for',
            'compare_with_store', 'format_table', 'predict_summary', 'predict_cli']
 
@@ -60,18 +60,28 @@ def _one(values: set, what: str, meta: dict):
                            "predict decodes each video once for both streams and cannot reproduce that")
     return json.loads(vals.pop()) if vals else None
 
+def sampling_settings(meta: dict, provs: list) -> dict:
+    "The `ExtractConfig` sampling settings (beyond uniform `frames`/`clips`) the streams of a model record were extracted with."
+    out = {"sampling": _one({p["sampler"].get("name", "uniform") for p in provs}, "samplings", meta)}
+    for k in ("fps", "clip_seconds", "clip_stride", "last", "chunk_step", "short", "scales", "scale_mode"):
+        v = _one({json.dumps(p["sampler"][k]) for p in provs if k in p["sampler"]}, k, meta)
+        if v is not None: out[k] = json.loads(v)
+    if out["sampling"] == "chunks": out["chunk_size"] = _one({p["sampler"]["chunk_size"] for p in provs}, "chunk sizes", meta)
+    return out
+
 def extract_config_for(meta: dict, device: str = "auto", precision: str = "recorded", weights: dict | None = None, batch_size: int = 32,
                        num_workers: int = 0, max_in_flight: int = 8, backend: str = "auto") -> ExtractConfig:
     "The `ExtractConfig` computing a model's features as its store did: extractors, sampling, flow, overrides, precision, random-init seed."
     rec = recorded_streams(meta); provs = [p for _, p in rec.values()]
-    frames = _one({p["sampler"].get("frames") for p in provs}, "frame counts", meta)
+    frames = _one({p["sampler"].get("frames") for p in provs}, "frame counts", meta) or 16
     clips = _one({p["sampler"].get("clips") for p in provs if not p.get("per_frame")}, "clip counts", meta) or 0
+    sampling = sampling_settings(meta, provs)
     flow = _one({(p["flow"]["method"], p["flow"]["short_side"]) for p in provs if p.get("flow")}, "optical flow", meta) or ("farneback", 0)
     rand = tuple(e for e, p in rec.values() if p.get("weights") == "random-init")
     seed = _one({p.get("seed") for e, p in rec.values() if e in rand}, "random-init seeds", meta)
     if rand and seed is None: raise PredictError(f"model {model_ref(meta)}: {rand[0]} was random-init at training but its seed was not recorded")
     if precision == "recorded": precision = _PRECISION.get(_one({p.get("precision", "float32") for p in provs}, "precisions", meta), "fp32")
-    return ExtractConfig(extractors=tuple(e for e, _ in rec.values()), frames=frames, clips=clips, flow_method=flow[0], flow_size=flow[1],
+    return ExtractConfig(extractors=tuple(e for e, _ in rec.values()), frames=frames, clips=clips, flow_method=flow[0], flow_size=flow[1], **sampling,
                          batch_size=batch_size, num_workers=num_workers, device=device, precision=precision,
                          channels_last=any(p.get("channels_last") for p in provs), random_init=rand, weights=dict(weights or {}),
                          overrides={e: dict(p.get("overrides") or {}) for e, p in rec.values()}, seed=seed or 0,
@@ -344,7 +354,7 @@ def predict_iter(self: Predictor, records, bar=None):
     if not good: return
     e, col, by_id = self.extract_cfg, CollectedFeatures(self.dtypes), {r.id: r for r in good}
     run = ExtractionRun(e, self.extractors, col, bar, _quiet_log())
-    ds = VideoInputDataset(good, self.extractors, None, e.frames, e.clips, e.flow_method, e.flow_size, e.backend)
+    ds = VideoInputDataset(good, self.extractors, None, flow_method=e.flow_method, flow_size=e.flow_size, backend=e.backend, sampling=e, window=e.window)
     for item in video_loader(ds, e.num_workers):
         run.feed(item)
         yield from self._flush(col, by_id, False)
