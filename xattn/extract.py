@@ -19,11 +19,12 @@ from .core import check_settings, check_device, setting_error
 from .store import compression_kwargs, StoreError
 
 # %% auto #0
-__all__ = ['SAMPLINGS', 'ENVIRONMENT_ERRORS', 'SOURCE_KINDS', 'check_sampling', 'ExtractConfig', 'VideoPlan', 'sampler_clips',
-           'row_clips', 'plan_video', 'VideoInputs', 'flow_short_side', 'iter_video_inputs', 'uniform_sampling',
-           'load_video_inputs', 'VideoInputDataset', 'video_loader', 'ClipBatcher', 'load_extractors',
-           'sampling_record', 'extractor_provenance', 'check_extractor_settings', 'shard_setup', 'WorkPlan',
-           'plan_work', 'ExtractionRun', 'pool_rows', 'extract_features', 'records_from_source', 'extract_cli']
+__all__ = ['SAMPLINGS', 'ENVIRONMENT_ERRORS', 'SOURCE_KINDS', 'check_sampling', 'ExtractConfig', 'normalize_extract_config',
+           'VideoPlan', 'sampler_clips', 'row_clips', 'plan_video', 'VideoInputs', 'flow_short_side',
+           'iter_video_inputs', 'uniform_sampling', 'load_video_inputs', 'VideoInputDataset', 'video_loader',
+           'ClipBatcher', 'load_extractors', 'sampling_record', 'extractor_provenance', 'check_extractor_settings',
+           'shard_setup', 'WorkPlan', 'plan_work', 'ExtractionRun', 'pool_rows', 'extract_features',
+           'records_from_source', 'extract_cli']
 
 # %% ../nbs/04a_extract.ipynb #609b3571
 SAMPLINGS = ("uniform", "dense", "clips", "chunks")
@@ -86,30 +87,34 @@ class ExtractConfig:
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
     limit: int = field(default=0, metadata={"help": "process at most this many records (0: all)"})
 
-    def __post_init__(self):
-        if isinstance(self.extractors, str): self.extractors = tuple(x for x in self.extractors.split(",") if x)
-        self.extractors = tuple(self.extractors)
-        self.weights, self.overrides, self.out = parse_kv(self.weights), parse_kv(self.overrides), Path(self.out)
-        if "=" in str(self.dtype): self.dtype = parse_kv(self.dtype)
-        if not self.extractors: raise XattnError("ExtractConfig: no extractors given (e.g. --extractors dinov3_vits16plus,i3d_r50)")
-        if isinstance(self.random_init, str): self.random_init = tuple(x for x in self.random_init.split(",") if x)
-        self.random_init = tuple(self.random_init)
-        if isinstance(self.scales, (str, int, float)): self.scales = tuple(float(x) for x in str(self.scales).split(",") if x)
-        self.scales = tuple(float(x) for x in self.scales)
-        check_sampling(self)
-        if set(self.random_init) - set(self.extractors):
-            raise XattnError(f"ExtractConfig: random_init names {sorted(set(self.random_init) - set(self.extractors))}, "
-                             f"which are not among the extractors {list(self.extractors)}")
-        from xattn.flow import FLOW_METHODS
-        check_settings(self, dict(frames=(1, None), clips=(0, None), window=(1, None), batch_size=(1, None), num_workers=(0, 256), commit_every=(1, None),
-                                  commit_seconds=(0, None), max_in_flight=(1, None),
-                                  flow_size=(0, None), threads=(0, 4096), limit=(0, None), rank=(-1, None), world_size=(0, None),
-                                  flow_method=sorted(FLOW_METHODS), backend=["auto", "decord", "pyav"], precision=["auto", "fp32", "bf16", "fp16"]))
-        check_device(self.device)
-        compression_kwargs(self.compression)
-        for d in (self.dtype.values() if isinstance(self.dtype, dict) else [self.dtype]):
-            if d not in ("float16", "float32"): raise setting_error(self, "dtype", "use float16 or float32 (or extractor=dtype,...)")
-        if self.out.is_dir(): raise setting_error(self, "out", "is a folder; give the store file to write (e.g. features.h5)")
+    def __post_init__(self): normalize_extract_config(self)
+
+# %% ../nbs/04a_extract.ipynb #28f8eb31
+def normalize_extract_config(self: ExtractConfig):
+    "Parse the string forms of `ExtractConfig` fields (CLI, papermill) and fail in one line on bad settings."
+    if isinstance(self.extractors, str): self.extractors = tuple(x for x in self.extractors.split(",") if x)
+    self.extractors = tuple(self.extractors)
+    self.weights, self.overrides, self.out = parse_kv(self.weights), parse_kv(self.overrides), Path(self.out)
+    if "=" in str(self.dtype): self.dtype = parse_kv(self.dtype)
+    if not self.extractors: raise XattnError("ExtractConfig: no extractors given (e.g. --extractors dinov3_vits16plus,i3d_r50)")
+    if isinstance(self.random_init, str): self.random_init = tuple(x for x in self.random_init.split(",") if x)
+    self.random_init = tuple(self.random_init)
+    if isinstance(self.scales, (str, int, float)): self.scales = tuple(float(x) for x in str(self.scales).split(",") if x)
+    self.scales = tuple(float(x) for x in self.scales)
+    check_sampling(self)
+    if set(self.random_init) - set(self.extractors):
+        raise XattnError(f"ExtractConfig: random_init names {sorted(set(self.random_init) - set(self.extractors))}, "
+                         f"which are not among the extractors {list(self.extractors)}")
+    from xattn.flow import FLOW_METHODS
+    check_settings(self, dict(frames=(1, None), clips=(0, None), window=(1, None), batch_size=(1, None), num_workers=(0, 256), commit_every=(1, None),
+                              commit_seconds=(0, None), max_in_flight=(1, None),
+                              flow_size=(0, None), threads=(0, 4096), limit=(0, None), rank=(-1, None), world_size=(0, None),
+                              flow_method=sorted(FLOW_METHODS), backend=["auto", "decord", "pyav"], precision=["auto", "fp32", "bf16", "fp16"]))
+    check_device(self.device)
+    compression_kwargs(self.compression)
+    for d in (self.dtype.values() if isinstance(self.dtype, dict) else [self.dtype]):
+        if d not in ("float16", "float32"): raise setting_error(self, "dtype", "use float16 or float32 (or extractor=dtype,...)")
+    if self.out.is_dir(): raise setting_error(self, "out", "is a folder; give the store file to write (e.g. features.h5)")
 
 # %% ../nbs/04a_extract.ipynb #cfbaccf2
 @patch

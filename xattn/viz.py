@@ -4,14 +4,132 @@
 
 # %% ../nbs/08_viz.ipynb #e2eacedd
 from __future__ import annotations
+import base64, hashlib, io, json, os, re, time
+from pathlib import Path
 import numpy as np
 import torch
-from .core import XattnError
+import ipywidgets as W
+from .core import XattnError, cache_dir
 
 # %% auto #0
-__all__ = ['attention_maps', 'attention_matrix', 'attention_figure', 'attention_explorer', 'embeddings', 'embed_2d', 'separation',
-           'embedding_figure', 'embedding_explorer', 'temporal_profile', 'temporal_figure', 'temporal_explorer',
-           'plot_attention', 'plot_embedding']
+__all__ = ['class_colors', 'figure_to_matplotlib', 'figure_png', 'figure_bundle', 'FigureBundle', 'FigureView', 'Explorer',
+           'attention_maps', 'attention_matrix', 'attention_figure', 'attention_explorer', 'embeddings', 'embed_2d',
+           'projection_key', 'cached_embed_2d', 'separation', 'embedding_figure', 'embedding_explorer',
+           'temporal_profile', 'temporal_figure', 'temporal_explorer', 'plot_attention', 'plot_embedding']
+
+# %% ../nbs/08_viz.ipynb #67fa1db0
+def class_colors(n: int) -> list[str]:
+    "`n` distinct hex colours, one per class: plotly's `Plotly` (<= 10), `Dark24` (<= 24), `Alphabet` (<= 26), else evenly spaced `Turbo`."
+    from plotly import colors as pc
+    q = pc.qualitative
+    for pal in (q.Plotly, q.Dark24, q.Alphabet):
+        if n <= len(pal): return [c.upper() for c in pal[:n]]
+    rgb = [pc.unlabel_rgb(c) for c in pc.sample_colorscale("Turbo", list(np.linspace(0, 1, n)))]
+    return ["#%02X%02X%02X" % tuple(int(round(v)) for v in c) for c in rgb]
+
+# %% ../nbs/08_viz.ipynb #15e435ec
+_AREA = (0.08, 0.14, 0.84, 0.70)      # plotly's "paper" inside the matplotlib figure: left, bottom, width, height
+
+def _paper(x, y, area=_AREA): return area[0] + x * area[2], area[1] + y * area[3]
+def _plain(s) -> str: return re.sub(r"<[^>]+>", "", re.sub(r"<br\s*/?>", "\n", s or "")).strip()
+
+def _mpl_cmap(scale):
+    from matplotlib.colors import LinearSegmentedColormap, to_rgb
+    from plotly import colors as pc
+    scale = pc.get_colorscale(scale) if isinstance(scale, str) else scale
+    rgb = lambda c: tuple(v / 255 for v in pc.unlabel_rgb(c)) if c.startswith("rgb") else to_rgb(c)
+    return LinearSegmentedColormap.from_list("plotly", [(float(p), rgb(c)) for p, c in scale])
+
+def _mpl_heatmap(ax, t, reversed_y: bool):
+    z = np.asarray(t.z, dtype=float)
+    im = ax.imshow(z, aspect="auto", cmap=_mpl_cmap(t.colorscale or "Viridis"), vmin=t.zmin, vmax=t.zmax,
+                   interpolation="nearest", origin="upper" if reversed_y else "lower")
+    for lab, setter, n in ((t.x, ax.set_xticks, z.shape[1]), (t.y, ax.set_yticks, z.shape[0])):
+        if lab is not None: idx = list(range(0, n, max(1, n // 16))); setter(idx, [str(lab[k]) for k in idx], fontsize=6)
+    return im if t.showscale is not False else None
+
+def _mpl_scatter(ax, t, i: int, cats: dict):
+    from plotly.colors import qualitative
+    x = list(t.x if t.x is not None else range(len(t.y)))
+    if x and isinstance(x[0], str): x = [cats.setdefault(v, len(cats)) for v in x]     # a categorical axis
+    color = next((c for c in (t.marker.color, t.line.color) if isinstance(c, str)), qualitative.Plotly[i % 10])
+    mode = t.mode or "markers"
+    ax.plot(x, t.y, ls="-" if "lines" in mode else "", marker="o" if "markers" in mode else "",
+            ms=3 if "lines" in mode else 4, lw=1.2, color=color, alpha=t.opacity or 1.0, label=t.name)
+
+# %% ../nbs/08_viz.ipynb #bbd455b8
+def figure_to_matplotlib(fig, dpi: int = 100):
+    "A static matplotlib `Figure` twin of plotly `fig` (heatmap and scatter traces, subplots, titles, annotations)."
+    from matplotlib.figure import Figure
+    lay = fig.layout; mfig = Figure(figsize=((lay.width or 700) / dpi, (lay.height or 450) / dpi), dpi=dpi)
+    axes, legend = {}, lay.showlegend is not False and sum(t.type in ("scatter", "scattergl") and bool(t.name) for t in fig.data) > 1
+    outside = legend and len({(t.xaxis, t.yaxis) for t in fig.data}) == 1 and lay.legend.x is None
+    area = (_AREA[0], _AREA[1], _AREA[2] - 0.14 * outside, _AREA[3])     # plotly keeps its legend right of the plot area
+    for i, t in enumerate(fig.data):
+        xa, ya = "xaxis" + (t.xaxis or "x")[1:], "yaxis" + (t.yaxis or "y")[1:]
+        if (xa, ya) not in axes:
+            (x0, x1), (y0, y1) = lay[xa].domain or (0, 1), lay[ya].domain or (0, 1)
+            ax = mfig.add_axes([*_paper(x0, y0, area), (x1 - x0) * area[2], (y1 - y0) * area[3]])
+            ax.set_xlabel(_plain(lay[xa].title.text), fontsize=8); ax.set_ylabel(_plain(lay[ya].title.text), fontsize=8)
+            ax.tick_params(labelsize=6); axes[xa, ya] = (ax, {}, [])
+        ax, cats, n = axes[xa, ya]
+        if t.type == "heatmap":
+            im = _mpl_heatmap(ax, t, lay[ya].autorange == "reversed")
+            if im is not None: mfig.colorbar(im, ax=ax, fraction=0.05, pad=0.02).ax.tick_params(labelsize=6)
+        elif t.type in ("scatter", "scattergl"): _mpl_scatter(ax, t, len(n), cats); n.append(t.name)
+        else: ax.text(0.5, 0.5, f"({t.type}: no static view)", ha="center", transform=ax.transAxes)
+    for ax, cats, names in axes.values():
+        if cats: ax.set_xticks(list(cats.values())[::max(1, len(cats) // 12)], list(cats)[::max(1, len(cats) // 12)], rotation=90)
+        if len(names) > 1 and legend:      # beside a lone panel, inside one of several
+            out = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False) if len(axes) == 1 else dict(loc="best", framealpha=0.6)
+            ax.legend(fontsize=6, ncol=1 + len(names) // 24, **out)
+    for a in lay.annotations:
+        if a.xref in (None, "paper") and a.yref in (None, "paper"):
+            mfig.text(*_paper(a.x if a.x is not None else 0.5, a.y if a.y is not None else 0.5, area), _plain(a.text), fontsize=8,
+                      ha="center", va={"bottom": "bottom", "top": "top"}.get(a.yanchor, "center"), wrap=True)
+    if lay.title.text: mfig.suptitle(_plain(lay.title.text), fontsize=9)
+    return mfig
+
+# %% ../nbs/08_viz.ipynb #397d87ab
+def figure_png(fig, dpi: int = 100) -> bytes:
+    "PNG bytes of the matplotlib twin of plotly `fig`."
+    buf = io.BytesIO(); figure_to_matplotlib(fig, dpi).savefig(buf, format="png"); return buf.getvalue()
+
+def figure_bundle(fig, png: bool = True) -> dict:
+    "Jupyter mime bundle of plotly `fig`: plotly JSON (interactive where plotly renders) plus, if `png`, a static PNG."
+    import plotly.io as pio
+    d = {"application/vnd.plotly.v1+json": {**json.loads(pio.to_json(fig)), "config": {"displaylogo": False}},
+         "text/plain": f"<plotly figure: {_plain(fig.layout.title.text) or 'untitled'}>"}
+    if png: d["image/png"] = base64.b64encode(figure_png(fig)).decode()
+    return d
+
+class FigureBundle:
+    "Shows plotly figure `figure` as `figure_bundle`: interactive in JupyterLab, a PNG in nbconvert's HTML, on GitHub, without a kernel."
+    def __init__(self, figure): self.figure = figure
+    def _repr_mimebundle_(self, include=None, exclude=None): return figure_bundle(self.figure)
+
+# %% ../nbs/08_viz.ipynb #15c0c06b
+class FigureView(W.Output):
+    "Output widget showing plotly figure `.figure` (its `figure_bundle`, PNG only if `png`); assigning `.figure` redraws it."
+    def __init__(self, figure=None, png: bool = False, **kw):
+        super().__init__(**kw); self.png, self._figure = png, None
+        if figure is not None: self.figure = figure
+    @property
+    def figure(self): return self._figure
+    @figure.setter
+    def figure(self, fig):
+        self._figure = fig
+        self.outputs = ({"output_type": "display_data", "data": figure_bundle(fig, png=self.png), "metadata": {}},)
+
+class Explorer(W.VBox):
+    "`controls` above a `FigureView` `view`; its display bundle adds a PNG of the current figure for viewers without widgets."
+    def __init__(self, controls, view: FigureView, what: str = "explorer"):
+        super().__init__([*controls, view]); self.view, self.what = view, what
+    def _repr_mimebundle_(self, **kw):
+        data = super()._repr_mimebundle_(**kw)
+        data["text/plain"] = f"<{self.what}: interactive when the notebook runs; static view in image/png>"
+        data["image/png"] = base64.b64encode(figure_png(self.view.figure)).decode()
+        return data
 
 # %% ../nbs/08_viz.ipynb #244c3ad8
 @torch.no_grad()
@@ -23,8 +141,9 @@ def attention_maps(model, item: dict) -> list[dict]:
     if not maps or not any(maps): raise XattnError(f"{type(model).__name__} returned no attention maps")
     return [{k: v[0].float().cpu() for k, v in d.items() if v is not None} for d in maps]
 
-def attention_matrix(maps: list[dict], block: int = 0, direction: str = "sem_to_mot", head: int | None = None) -> np.ndarray:
-    "One `[Tq, Tk]` attention matrix: block `block`, `direction`, head `head` (None: mean over heads)."
+def attention_matrix(maps: list[dict], block: int = 0, direction: str = "sem_to_mot", head: int | str | None = None) -> np.ndarray:
+    "One `[Tq, Tk]` attention matrix: block `block`, `direction`, head `head` (None or 'mean': mean over heads)."
+    head = None if head == "mean" else head
     if not 0 <= block < len(maps): raise XattnError(f"block={block}: the model has {len(maps)} blocks")
     if direction not in maps[block]: raise XattnError(f"direction={direction!r}: this model has {sorted(maps[block])}")
     a = maps[block][direction]
@@ -51,27 +170,24 @@ def attention_figure(mat: np.ndarray, q_times=None, k_times=None, direction: str
 
 # %% ../nbs/08_viz.ipynb #6b53a6e3
 def attention_explorer(model, ds, max_videos: int = 200):
-    "ipywidgets explorer of `model`'s attention on the videos of `FeatureDataset` `ds`."
-    import ipywidgets as W, plotly.graph_objects as go
+    "`Explorer` of `model`'s attention on the videos of `FeatureDataset` `ds`: video, block, direction and head."
     ids = [ds[i]["id"] for i in range(min(len(ds), max_videos))]
     first = attention_maps(model, ds[0])
     vid = W.Dropdown(options=[(v, i) for i, v in enumerate(ids)], value=0, description="video")
     block = W.IntSlider(0, 0, len(first) - 1, description="block")
     direction = W.Dropdown(options=sorted(first[0]), value="sem_to_mot" if "sem_to_mot" in first[0] else sorted(first[0])[0], description="direction")
     n_heads = first[0][direction.value].shape[0]
-    head = W.Dropdown(options=[("mean", None)] + [(str(h), h) for h in range(n_heads)], value=None, description="head")
-    fw = go.FigureWidget(attention_figure(attention_matrix(first, 0, direction.value)))
+    head = W.Dropdown(options=[("mean", "mean")] + [(str(h), h) for h in range(n_heads)], value="mean", description="head")
     cache = {0: first}
-    def update(*_):
+    def make():
         i = vid.value
         if i not in cache: cache[i] = attention_maps(model, ds[i])
-        f = attention_figure(attention_matrix(cache[i], block.value, direction.value, head.value), direction=direction.value,
-                             title=f"{ids[i]} (label {ds[i]['label']}): block {block.value}, {direction.value}")
-        with fw.batch_update():
-            fw.data[0].z, fw.data[0].x, fw.data[0].y = f.data[0].z, f.data[0].x, f.data[0].y
-            fw.layout.title, fw.layout.xaxis.title, fw.layout.yaxis.title = f.layout.title, f.layout.xaxis.title, f.layout.yaxis.title
+        return attention_figure(attention_matrix(cache[i], block.value, direction.value, head.value), direction=direction.value,
+                                title=f"{ids[i]} (label {ds[i]['label']}): block {block.value}, {direction.value}, head {head.value}")
+    view = FigureView(make())
+    def update(*_): view.figure = make()
     for w in (vid, block, direction, head): w.observe(update, names="value")
-    return W.VBox([W.HBox([vid, block]), W.HBox([direction, head]), fw])
+    return Explorer([W.HBox([vid, block]), W.HBox([direction, head])], view, "attention explorer")
 
 # %% ../nbs/08_viz.ipynb #d5b0e4bb
 @torch.no_grad()
@@ -114,6 +230,33 @@ def embed_2d(x: np.ndarray, method: str = "tsne", seed: int = 0, **kw) -> np.nda
         return umap.UMAP(n_components=2, n_neighbors=kw.pop("n_neighbors", min(15, n - 1)), random_state=seed, **kw).fit_transform(x)
     raise XattnError(f"embed_2d: method={method!r}: use 'pca', 'tsne' or 'umap'")
 
+# %% ../nbs/08_viz.ipynb #1fa9a02d
+_PROJECTIONS: dict[str, np.ndarray] = {}
+
+def projection_key(x: np.ndarray, method: str, seed: int = 0, **kw) -> str:
+    "Content key of a projection: sha256 of `x` (bytes, dtype, shape) with `method`, `seed` and `kw`."
+    x = np.ascontiguousarray(x)
+    h = hashlib.sha256(memoryview(x).cast("B") if x.size else b"")
+    h.update(json.dumps([str(x.dtype), x.shape, method, seed, sorted(kw.items())], default=str).encode())
+    return h.hexdigest()[:32]
+
+def cached_embed_2d(x: np.ndarray, method: str = "tsne", seed: int = 0, disk: bool | str | Path = False, **kw) -> np.ndarray:
+    "`embed_2d` cached by `projection_key`: in memory, and as `.npy` under `disk` (True: `<cache_dir>/projections`)."
+    key = projection_key(x, method, seed, **kw)
+    if key not in _PROJECTIONS:
+        d = (cache_dir()/"projections" if disk is True else Path(disk)) if disk else None
+        f = d/f"{method}-{key}.npy" if d is not None else None
+        try: xy = np.load(f) if f is not None and f.exists() else None
+        except (OSError, ValueError): xy = None                   # a damaged cache file: recompute it
+        if xy is None:
+            xy = embed_2d(x, method, seed, **kw)
+            if f is not None:
+                d.mkdir(parents=True, exist_ok=True); tmp = f.with_name(f"{f.name}.{os.getpid()}.tmp")
+                with open(tmp, "wb") as fh: np.save(fh, xy)
+                os.replace(tmp, f)
+        _PROJECTIONS[key] = xy
+    return _PROJECTIONS[key].copy()
+
 # %% ../nbs/08_viz.ipynb #442fb85d
 def separation(xy: np.ndarray, labels: np.ndarray) -> float:
     "Silhouette score of the points `xy` grouped by `labels` (-1..1; higher = classes further apart)."
@@ -122,40 +265,43 @@ def separation(xy: np.ndarray, labels: np.ndarray) -> float:
 
 # %% ../nbs/08_viz.ipynb #ca14537d
 def embedding_figure(xy: np.ndarray, labels, class_names=None, ids=None, title: str = ""):
-    "Plotly scatter of 2-D points coloured by class, with video ids on hover."
+    "Plotly scatter of 2-D points, one distinct colour per class (`class_colors`), video ids on hover."
     import plotly.graph_objects as go
-    labels = np.asarray(labels); fig = go.Figure()
-    for c in np.unique(labels):
+    labels = np.asarray(labels); classes = np.unique(labels); fig = go.Figure()
+    ints = np.issubdtype(labels.dtype, np.integer)
+    pal = class_colors(max(len(class_names) if class_names is not None else 0, int(classes.max()) + 1 if ints else 0, len(classes)))
+    Trace = go.Scattergl if len(labels) > 5000 else go.Scatter       # SVG while small: it draws everywhere, WebGL or not
+    for k, c in enumerate(classes):
         m = labels == c
-        fig.add_trace(go.Scattergl(x=xy[m, 0], y=xy[m, 1], mode="markers", marker=dict(size=7, opacity=0.8),
-                                   name=class_names[c] if class_names is not None else str(c),
-                                   text=None if ids is None else [ids[i] for i in np.nonzero(m)[0]],
-                                   hovertemplate="%{text}<extra>%{fullData.name}</extra>"))
+        fig.add_trace(Trace(x=xy[m, 0], y=xy[m, 1], mode="markers", marker=dict(size=7, opacity=0.85, color=pal[int(c) if ints else k]),
+                            name=class_names[c] if class_names is not None else str(c),
+                            text=None if ids is None else [ids[i] for i in np.nonzero(m)[0]],
+                            hovertemplate="%{text}<extra>%{fullData.name}</extra>"))
     fig.update_layout(title=title, width=720, height=520, legend=dict(font=dict(size=9)), margin=dict(l=30, r=10, t=50, b=30))
     return fig
 
 # %% ../nbs/08_viz.ipynb #56a471ae
-def embedding_explorer(emb: dict, class_names=None, methods=("pca", "tsne", "umap"), seed: int = 0):
-    "ipywidgets explorer over the spaces of `embeddings(...)` and 2-D `methods`."
-    import ipywidgets as W, plotly.graph_objects as go
+def embedding_explorer(emb: dict, class_names=None, methods=("pca", "tsne", "umap"), seed: int = 0, disk_cache: bool | str | Path = True):
+    "`Explorer` over the spaces of `embeddings(...)` and 2-D `methods`, with a busy status and cached projections."
     space = W.ToggleButtons(options=["fused", "semantic", "motion"], value="fused", description="space")
     method = W.ToggleButtons(options=list(methods), value=methods[0], description="method")
-    score, cache = W.HTML(), {}
-    def make(sp, me):
-        if (sp, me) not in cache:
-            xy = embed_2d(emb[sp], me, seed); cache[sp, me] = (xy, separation(xy, emb["labels"]))
-        xy, s = cache[sp, me]
-        return embedding_figure(xy, emb["labels"], class_names, emb["ids"], f"{sp} features ({me})"), s
-    f, s = make(space.value, method.value)
-    fw = go.FigureWidget(f); score.value = f"silhouette by class: <b>{s:.3f}</b>"
-    def update(*_):
-        f, s = make(space.value, method.value)
-        with fw.batch_update():
-            for t, n in zip(fw.data, f.data): t.x, t.y = n.x, n.y
-            fw.layout.title = f.layout.title
-        score.value = f"silhouette by class: <b>{s:.3f}</b>"
+    status, scores = W.HTML(), {}
+    def make():
+        sp, me = space.value, method.value
+        status.value = f"&#9203; computing {me.upper()} of the {sp} features ({len(emb[sp])} points)&hellip;"
+        space.disabled = method.disabled = True
+        try:
+            t0 = time.perf_counter(); xy = cached_embed_2d(emb[sp], me, seed, disk=disk_cache)
+            if (sp, me) not in scores: scores[sp, me] = separation(xy, emb["labels"])
+            status.value = f"silhouette by class: <b>{scores[sp, me]:.3f}</b> ({me} in {time.perf_counter() - t0:.1f} s)"
+            return embedding_figure(xy, emb["labels"], class_names, emb["ids"], f"{sp} features ({me})")
+        except Exception as e:                       # say it in the widget too: a callback's traceback goes to the log
+            status.value = f"<span style='color:#b00'>{type(e).__name__}: {e}</span>"; raise
+        finally: space.disabled = method.disabled = False
+    view = FigureView(make())
+    def update(*_): view.figure = make()
     space.observe(update, names="value"); method.observe(update, names="value")
-    return W.VBox([space, method, score, fw])
+    return Explorer([space, method, status], view, "embedding explorer")
 
 # %% ../nbs/08_viz.ipynb #61ceb601
 def temporal_profile(rows: np.ndarray, n_components: int = 3) -> dict:
@@ -170,54 +316,61 @@ def temporal_profile(rows: np.ndarray, n_components: int = 3) -> dict:
 
 # %% ../nbs/08_viz.ipynb #13eaac45
 def temporal_figure(rows: np.ndarray, times=None, title: str = ""):
-    "Plotly figure: principal components over time (left) and cosine self-similarity (right) of `rows`."
+    "Plotly figure: principal components over time (left) and cosine self-similarity, on the range of the data (right)."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     p = temporal_profile(rows); lab = _labels(len(p["pcs"]), times, "t")
     fig = make_subplots(1, 2, subplot_titles=("principal components over time", "cosine self-similarity"), column_widths=[0.55, 0.45])
+    fig.update_layout(title=title, width=900, height=380, margin=dict(l=40, r=60, t=60, b=40),
+                      legend=dict(x=0.01, y=0.99, bgcolor="rgba(255,255,255,0.6)"))     # inside the left panel, clear of the colour bar
+    if len(lab) < 2:                 # e.g. flow-I3D: one feature per video, nothing evolves
+        fig.layout.annotations = ()
+        fig.add_annotation(text=f"only {len(lab)} time step (features {tuple(np.shape(rows))}): nothing to show over time.<br>"
+                           "Use a per-frame extractor or several clips per video.", x=0.5, y=0.5, xref="paper", yref="paper",
+                           showarrow=False, font=dict(size=14))
+        fig.update_xaxes(visible=False); fig.update_yaxes(visible=False)
+        return fig
     for i in range(p["pcs"].shape[1]): fig.add_trace(go.Scatter(x=lab, y=p["pcs"][:, i], mode="lines+markers", name=f"PC{i + 1}"), 1, 1)
-    fig.add_trace(go.Heatmap(z=p["similarity"], x=lab, y=lab, colorscale="RdBu", zmid=0, showscale=False), 1, 2)
+    s = p["similarity"]; lo, hi = float(s.min()), float(s.max())
+    fig.add_trace(go.Heatmap(z=s, x=lab, y=lab, colorscale="Viridis", zmin=lo, zmax=max(hi, lo + 1e-6),
+                             colorbar=dict(title="cos", thickness=12, len=0.8)), 1, 2)
     fig.update_yaxes(autorange="reversed", row=1, col=2)
-    fig.update_layout(title=title, width=900, height=380, margin=dict(l=40, r=10, t=60, b=40))
     return fig
 
 # %% ../nbs/08_viz.ipynb #997b33de
 def temporal_explorer(store, extractors, ids):
-    "ipywidgets explorer of the temporal profile of each of `extractors` for the videos `ids` of `store`."
-    import ipywidgets as W, plotly.graph_objects as go
+    "`Explorer` of the temporal profile of each of `extractors` for the videos `ids` of `store`."
     from xattn.store import FeatureStore
     st = FeatureStore(store) if not hasattr(store, "get") else store
     vid = W.Dropdown(options=list(ids), description="video"); ex = W.Dropdown(options=list(extractors), description="features")
     mk = lambda: temporal_figure(st.get(ex.value, vid.value), st.spans(ex.value, vid.value), f"{vid.value}: {ex.value}")
-    fw = go.FigureWidget(mk())
-    def update(*_):
-        f = mk()
-        with fw.batch_update():          # the number of traces depends on the video: replace them all
-            fw.data = []; fw.add_traces(list(f.data)); fw.layout.title = f.layout.title
+    view = FigureView(mk())
+    def update(*_): view.figure = mk()
     vid.observe(update, names="value"); ex.observe(update, names="value")
-    return W.VBox([W.HBox([vid, ex]), fw])
+    return Explorer([W.HBox([vid, ex])], view, "temporal explorer")
 
 # %% ../nbs/08_viz.ipynb #aaae8471
 def plot_attention(mat: np.ndarray, q_times=None, k_times=None, direction: str = "sem_to_mot", ax=None, title: str | None = None):
     "Matplotlib heatmap of an attention matrix `[Tq, Tk]`; returns the figure."
     import matplotlib.pyplot as plt
-    fig, ax = (plt.subplots(figsize=(4.2, 3.6)) if ax is None else (ax.figure, ax))
+    fig, ax = (plt.subplots(figsize=(4.2, 3.6), layout="constrained") if ax is None else (ax.figure, ax))
     q, k = direction.split("_to_") if "_to_" in direction else (direction.split("_")[0],) * 2
     im = ax.imshow(mat, cmap="viridis", aspect="auto", vmin=0)
     xl, yl = _labels(mat.shape[1], k_times, k[0]), _labels(mat.shape[0], q_times, q[0])
     ax.set_xticks(range(len(xl)), xl, rotation=90, fontsize=6); ax.set_yticks(range(len(yl)), yl, fontsize=6)
     ax.set_xlabel(f"{k} tokens (keys)"); ax.set_ylabel(f"{q} tokens (queries)"); ax.set_title(title or f"attention {direction}", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    cb = fig.colorbar(im, cax=ax.inset_axes([1.03, 0, 0.045, 1]))   # inside the panel's own box: any layout engine makes room
+    cb.ax.tick_params(labelsize=6)
     return fig
 
 def plot_embedding(xy: np.ndarray, labels, class_names=None, ax=None, title: str = ""):
     "Matplotlib scatter of 2-D points coloured by class; returns the figure."
     import matplotlib.pyplot as plt
     fig, ax = (plt.subplots(figsize=(5, 4)) if ax is None else (ax.figure, ax))
-    labels = np.asarray(labels); cmap = plt.get_cmap("tab20")
-    for i, c in enumerate(np.unique(labels)):
+    labels = np.asarray(labels); classes = np.unique(labels); pal = class_colors(len(classes))
+    for i, c in enumerate(classes):
         m = labels == c
-        ax.scatter(xy[m, 0], xy[m, 1], s=9, color=cmap(i % 20), label=class_names[c] if class_names is not None else str(c))
+        ax.scatter(xy[m, 0], xy[m, 1], s=9, color=pal[i], label=class_names[c] if class_names is not None else str(c))
     ax.set_title(title, fontsize=9); ax.set_xticks([]); ax.set_yticks([])
     if len(np.unique(labels)) <= 20: ax.legend(fontsize=5, markerscale=1.2, frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
     return fig
