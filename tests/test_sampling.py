@@ -151,3 +151,17 @@ def test_streamed_equals_whole(tmp_path):
     b = extract_features(recs, ExtractConfig(out=tmp_path/"b.h5", window=100000, **kw))
     assert a["processed"] == b["processed"] == 1
     assert store_diff(tmp_path/"a.h5", tmp_path/"b.h5") == []
+
+
+def test_dense_memory_bounded_by_the_window(tmp_path):
+    """Dense extraction of a 60-second 240x240 video peaks within 1.5x the memory of a 5-second one (each in a fresh
+    process), because frames are decoded in windows; decoding the whole long video at once (one huge window) breaks
+    that bound, which shows the check can fail."""
+    from xattn.bench_extract import ExtractBenchConfig, write_long_video, peak_rss_of_video
+    cfg = ExtractBenchConfig(extractors=("resnet50",), size=32, batch_size=32, device="cpu", threads=1)
+    short, long = (write_long_video(tmp_path/f"v{s}.mp4", s, fps=25.0, size=240) for s in (5, 60))
+    peak = {k: peak_rss_of_video(v, cfg, tmp_path, sampling="dense", window=64)["peak_rss_extract_mb"] for k, v in (("short", short), ("long", long))}
+    assert peak["long"] <= 1.5 * peak["short"], peak
+    (tmp_path/"whole").mkdir()
+    whole = peak_rss_of_video(long, cfg, tmp_path/"whole", sampling="dense", window=1 << 20)["peak_rss_extract_mb"]
+    assert whole > 1.5 * peak["short"], (whole, peak)
