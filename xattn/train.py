@@ -17,13 +17,15 @@ from .core import (XattnError, autocast_dtype, cli_command, config_to_dict, get_
                         seed_everything, shard_env, cuda_index, to_jsonable)
 from .features import (FeatureDataset, DataConfig, collate_features, forward_batch, holdout_split, load_split,
                             model_from_checkpoint, read_checkpoint, CheckpointError)
-from .model import FusionConfig, build_model, count_parameters
+from .model import FusionConfig, FusionModel, build_model, count_parameters
 from .core import check_settings, check_device, setting_error, fsync_path
 
 # %% auto #0
 __all__ = ['STATE_MANIFEST', 'TrainConfig', 'param_groups', 'warmup_cosine', 'rng_state', 'set_rng_state', 'init_distributed',
            'validate', 'checkpoint_dict', 'atomic_save', 'save_checkpoint', 'commit_training_state',
-           'load_training_state', 'TrainState', 'train', 'fit_and_evaluate', 'run_training', 'train_cli']
+           'load_training_state', 'attention_entropy', 'TrainBoard', 'images_due', 'epoch_scalars', 'heatmap_image',
+           'board_images', 'log_epoch', 'run_hparams', 'final_metrics', 'TrainState', 'train', 'fit_and_evaluate',
+           'run_training', 'train_cli']
 
 # %% ../nbs/06_train.ipynb #acb9400d
 @dataclass
@@ -44,7 +46,9 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     log_every: int = 10              # steps between step records in metrics.jsonl
-    tensorboard: bool = False        # also write TensorBoard events (if installed)
+    tensorboard: bool = True         # TensorBoard events in run_dir/tensorboard (rank 0): scalars, attention statistics, images, hparams
+    tb_images_every: int = 0         # epochs between TensorBoard images (confusion, attention maps); 0 = auto (about 10 per run); always the last
+    tb_videos: int = 4               # validation videos whose attention is summarised every epoch (the first 2 are also drawn)
     resume: bool = True              # continue from run_dir/checkpoints/last.pt when it exists
     stop_after_epoch: int | None = None  # end this call after that epoch (as if preempted); resume later
     deterministic: bool = True       # ask torch for deterministic kernels
@@ -53,7 +57,7 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         check_settings(self, dict(epochs=(1, None), batch_size=(1, None), lr=(1e-12, 10.0), weight_decay=(0, 10.0), warmup_epochs=(0, None),
                                   min_lr_ratio=(0, 1), label_smoothing=(0, 0.99), grad_clip=(0, None), early_stop_patience=(0, None),
-                                  num_workers=(0, 256), log_every=(1, None), precision=["auto", "fp32", "bf16", "fp16"]))
+                                  num_workers=(0, 256), log_every=(1, None), tb_images_every=(0, None), tb_videos=(0, 64), precision=["auto", "fp32", "bf16", "fp16"]))
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas): raise setting_error(self, "betas", "give two values in [0, 1), e.g. 0.9,0.999")
         check_device(self.device)
 
@@ -115,10 +119,10 @@ def _all_sum(x: torch.Tensor, world: int) -> torch.Tensor:
 
 # %% ../nbs/06_train.ipynb #d98538a2
 @torch.no_grad()
-def validate(model, loader, device, amp_dtype=None, world: int = 1) -> dict:
-    "Mean loss, top-1 and top-5 accuracy of `model` over `loader` (summed over ranks)."
+def validate(model, loader, device, amp_dtype=None, world: int = 1, n_classes: int | None = None) -> dict:
+    "Mean loss, top-1 and top-5 accuracy of `model` over `loader` (summed over ranks); given `n_classes`, also the `confusion` counts `[true, predicted]`."
     model.eval()
-    s = torch.zeros(4, dtype=torch.float64)
+    s, cm = torch.zeros(4, dtype=torch.float64), torch.zeros((n_classes or 1) ** 2, dtype=torch.float64)
     for b in loader:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = forward_batch(model, b, device).float()
@@ -126,9 +130,12 @@ def validate(model, loader, device, amp_dtype=None, world: int = 1) -> dict:
         top = logits.topk(min(5, logits.shape[-1]), -1).indices
         s += torch.tensor([F.cross_entropy(logits, y, reduction="sum").item(), (top[:, 0] == y).sum().item(),
                            (top == y[:, None]).any(-1).sum().item(), len(y)], dtype=torch.float64)
+        if n_classes: cm += torch.bincount(y.cpu() * n_classes + top[:, 0].cpu(), minlength=n_classes ** 2)   # on the CPU: deterministic
     s = _all_sum(s.to(device), world).cpu()
     n = max(s[3].item(), 1)
-    return dict(loss=s[0].item() / n, top1=s[1].item() / n, top5=s[2].item() / n, n=int(s[3].item()))
+    out = dict(loss=s[0].item() / n, top1=s[1].item() / n, top5=s[2].item() / n, n=int(s[3].item()))
+    if n_classes: out["confusion"] = _all_sum(cm.to(device), world).cpu().long().view(n_classes, n_classes).numpy()
+    return out
 
 # %% ../nbs/06_train.ipynb #cbd729c3
 def _unwrap(model): return model.module if hasattr(model, "module") else model
@@ -198,21 +205,12 @@ def load_training_state(ckdir, map_location="cpu") -> tuple[dict | None, Path | 
 
 # %% ../nbs/06_train.ipynb #7ce990c1
 class _JsonlLog:
-    "Append JSON lines to `path` (rank 0 only), mirrored to TensorBoard when available."
-    def __init__(self, path, enabled=True, tensorboard_dir=None):
-        self.path, self.enabled, self.tb = Path(path), enabled, None
-        if enabled and tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(tensorboard_dir))
-            except ImportError: get_logger("xattn.train").warning("tensorboard=True but TensorBoard is not installed: logging JSON lines only")
+    "Append JSON lines to `path` (rank 0 only): the record other code reads (`metrics.jsonl`); TensorBoard is `TrainBoard`'s."
+    def __init__(self, path, enabled=True):
+        self.path, self.enabled = Path(path), enabled
     def __call__(self, rec: dict):
         if not self.enabled: return
         with open(self.path, "a", encoding="utf-8") as f: f.write(json.dumps(to_jsonable(rec)) + "\n")
-        if self.tb is not None:
-            step = rec.get("step", rec.get("epoch", 0))
-            for k, v in rec.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"): self.tb.add_scalar(f"{rec['kind']}/{k}", v, step)
     def keep_until(self, step: int, epoch: int):
         "Drop the records written after the state a run resumes from (so a resume never repeats them)."
         if not self.path.exists(): return
@@ -220,8 +218,6 @@ class _JsonlLog:
                 (lambda r: (r.get("step", 0) <= step) if r.get("kind") == "step" else (r.get("epoch", 0) <= epoch))(json.loads(l))]
         tmp = self.path.with_name(f".{self.path.name}.tmp"); tmp.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
         os.replace(tmp, self.path)
-    def close(self):
-        if self.tb is not None: self.tb.close()
 
 def _loader(ds, cfg: TrainConfig, shuffle: bool, rank: int, world: int, epoch: int = 0, shard_eval: bool = False):
     "Training: a `DistributedSampler` for any world size (so 2 ranks x batch b see the batches of 1 rank x batch 2b)."
@@ -234,6 +230,125 @@ def _loader(ds, cfg: TrainConfig, shuffle: bool, rank: int, world: int, epoch: i
         return DataLoader(ds, sampler=sampler, **kw)
     if world > 1 and shard_eval: ds = Subset(ds, list(range(rank, len(ds), world)))
     return DataLoader(ds, shuffle=False, **kw)
+
+# %% ../nbs/06_train.ipynb #0d03075d
+def attention_entropy(maps: list[dict]) -> dict[str, float]:
+    "Mean normalised entropy (0: all weight on one key, 1: uniform over the real keys) of each map: `{'block{i}/{direction}': value}`."
+    out = {}
+    for i, d in enumerate(maps):
+        for name, w in d.items():
+            if w is None: continue
+            w = w.detach().float()
+            n = (w > 0).sum(-1).clamp(min=2).float()          # real (unmasked) keys of each query
+            out[f"block{i}/{name}"] = (-torch.special.xlogy(w, w).sum(-1) / n.log()).mean().item()
+    return out
+
+# %% ../nbs/06_train.ipynb #09b6ae92
+class TrainBoard:
+    "TensorBoard events of one run in `log_dir` (only when `enabled`: rank 0); opened on first use; `purge_step` drops what a resumed run repeats."
+    def __init__(self, log_dir, enabled: bool = True, purge_step: int | None = None):
+        self.log_dir, self.enabled, self.purge_step, self._writer = Path(log_dir), enabled, purge_step, None
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self._writer = SummaryWriter(str(self.log_dir), purge_step=self.purge_step, flush_secs=20)
+        return self._writer
+
+    def scalars(self, values: dict, step: int):
+        "Add each finite number of `{tag: value}` at `step`."
+        if not self.enabled: return
+        for tag, v in values.items():
+            if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v): self.writer.add_scalar(tag, float(v), step)
+
+    def image(self, tag: str, img: np.ndarray, step: int):
+        "Add an RGB image `[H, W, 3]` (uint8)."
+        if self.enabled: self.writer.add_image(tag, img, step, dataformats="HWC")
+
+    def hparams(self, hp: dict, metrics: dict, step: int):
+        "The HParams summary of `hp` (numbers, strings, booleans; anything else as its text) with the final `metrics` (also added as scalars)."
+        if not self.enabled: return
+        from torch.utils.tensorboard.summary import hparams
+        hp = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hp.items()}
+        metrics = {k: float(v) for k, v in metrics.items() if v is not None}
+        for s in hparams(hp, metrics): self.writer.file_writer.add_summary(s, step)
+        self.scalars(metrics, step)
+
+    def flush(self):
+        if self._writer is not None: self._writer.flush()
+
+    def close(self):
+        if self._writer is not None: self._writer.close(); self._writer = None
+
+# %% ../nbs/06_train.ipynb #b02c3434
+def images_due(cfg: TrainConfig, epoch: int) -> bool:
+    "Whether epoch `epoch` (1-based) draws TensorBoard images: every `tb_images_every` epochs (0: about ten per run) and the last."
+    k = cfg.tb_images_every or max(1, math.ceil(cfg.epochs / 10))
+    return cfg.tensorboard and (epoch % k == 0 or epoch == cfg.epochs)
+
+def epoch_scalars(rec: dict) -> dict:
+    "The TensorBoard tags of a `metrics.jsonl` epoch record."
+    names = dict(train_loss="loss/train", val_loss="loss/val", val_top1="accuracy/val_top1", val_top5="accuracy/val_top5",
+                 lr="optim/lr_epoch_end", epoch="progress/epoch")
+    return {tag: rec[k] for k, tag in names.items() if k in rec}
+
+# %% ../nbs/06_train.ipynb #f470789a
+def heatmap_image(mat: np.ndarray, cmap: str = "viridis", vmax: float | None = None, min_px: int = 160) -> np.ndarray:
+    "RGB uint8 `[H, W, 3]` heatmap of `mat` (0..`vmax`, default its maximum), upscaled by whole pixels to at least `min_px` on its longer side."
+    import matplotlib
+    mat = np.nan_to_num(np.asarray(mat, dtype=np.float64))
+    vmax = vmax or (mat.max() if mat.size and mat.max() > 0 else 1.0)
+    rgb = (matplotlib.colormaps[cmap](np.clip(mat / vmax, 0, 1))[..., :3] * 255).round().astype(np.uint8)
+    k = max(1, -(-min_px // max(mat.shape)))
+    return rgb.repeat(k, 0).repeat(k, 1)
+
+def _crop_map(w, batch: dict, j: int, direction: str) -> np.ndarray:
+    "Video `j`'s `[Tq, Tk]` map of `direction` (mean over heads) without padded tokens (a CLS token stays)."
+    q, k = direction.split("_to_") if "_to_" in direction else (direction.split("_")[0],) * 2
+    real = lambda s, T: int(batch[f"{s}_mask"][j].sum()) + T - batch[f"{s}_mask"].shape[1]
+    return w[j, :, :real(q, w.shape[-2]), :real(k, w.shape[-1])].detach().float().mean(0).cpu().numpy()
+
+def board_images(maps: list[dict], batch: dict | None, confusion=None, n_videos: int = 2) -> dict:
+    "`{tag: RGB image}`: the row-normalised confusion matrix and the last block's attention maps of the first `n_videos` videos of `batch`."
+    imgs = {}
+    if confusion is not None:
+        cm = np.asarray(confusion, dtype=np.float64)
+        imgs["confusion/val"] = heatmap_image(cm / np.maximum(cm.sum(1, keepdims=True), 1), "Blues", vmax=1.0)
+    last = {k: v for k, v in maps[-1].items() if v is not None} if maps else {}
+    dirs = [d for d in last if "_to_" in d] or list(last)
+    for j in range(min(n_videos, len(batch["id"])) if dirs and batch is not None else 0):
+        for d in dirs: imgs[f"attention/video{j}/{d}"] = heatmap_image(_crop_map(last[d], batch, j, d))
+    return imgs
+
+# %% ../nbs/06_train.ipynb #d9374ae9
+@torch.no_grad()
+def log_epoch(board: TrainBoard, model, vis: dict | None, rec: dict, perf: dict, step: int, confusion=None, images=False):
+    "One epoch in TensorBoard: its scalars, the attention entropy of the `vis` videos and, when `images`, the confusion matrix and attention maps."
+    if not board.enabled: return
+    board.scalars({**epoch_scalars(rec), **perf}, step)
+    maps = []
+    if vis is not None and isinstance(model, FusionModel):
+        was = model.training; model.eval()
+        maps = forward_batch(model, vis, next(model.parameters()).device, return_attention=True)[1]
+        model.attention_maps = []; model.train(was)
+        board.scalars({f"attention_entropy/{k}": v for k, v in attention_entropy(maps).items()}, step)
+    if images:
+        for tag, img in board_images(maps, vis, confusion).items(): board.image(tag, img, step)
+    board.flush()
+
+def run_hparams(model, cfg: TrainConfig) -> dict:
+    "The hyperparameters of a run for TensorBoard's HParams tab: `model.<field>` of the model's config and `train.<field>` of `cfg`."
+    m = getattr(_unwrap(model), "cfg", None)
+    hp = {f"model.{k}": v for k, v in (config_to_dict(m) if m is not None else {}).items()}
+    skip = ("device", "resume", "stop_after_epoch", "tensorboard", "tb_images_every", "tb_videos", "log_every")
+    return {**hp, **{f"train.{k}": v for k, v in config_to_dict(cfg).items() if k not in skip}}
+
+def final_metrics(state) -> dict:
+    "The metrics shown next to the hyperparameters: the best epoch's validation metrics, the last training loss, epochs run."
+    b, last = state.best, (state.history[-1] if state.history else {})
+    return {"hparams/best_val_top1": b.get("top1"), "hparams/best_val_top5": b.get("val_top5"), "hparams/best_val_loss": b.get("val_loss"),
+            "hparams/best_epoch": b.get("epoch"), "hparams/final_train_loss": last.get("train_loss"), "hparams/epochs_run": len(state.history)}
 
 # %% ../nbs/06_train.ipynb #a0ef03a7
 @dataclass
@@ -288,25 +403,41 @@ def _sync_best(ckdir: Path, model, best_sd, state: TrainState, extra: dict):
     if not same: atomic_save({**checkpoint_dict(model, **extra), "model": best_sd}, ckdir/"best.pt")
 
 # %% ../nbs/06_train.ipynb #15bdb4cd
-def _train_epoch(ddp, model, loader, opt, sched, scaler, cfg: TrainConfig, device, amp_dtype, state: TrainState, jlog, world: int) -> float:
-    "One pass of AdamW steps over `loader` (label smoothing, clipping, AMP); returns the mean training loss over all ranks."
+def _timed(loader, wait: list):
+    "The batches of `loader`, adding the seconds spent waiting for each one to `wait[0]`."
+    it = iter(loader)
+    while True:
+        t = time.perf_counter()
+        try: b = next(it)
+        except StopIteration: return
+        finally: wait[0] += time.perf_counter() - t
+        yield b
+
+def _train_epoch(ddp, model, loader, opt, sched, scaler, cfg: TrainConfig, device, amp_dtype, state: TrainState, logs, world: int):
+    "One pass of AdamW steps over `loader` (label smoothing, clipping, AMP): the mean training loss over all ranks, and the pass's TensorBoard scalars."
     ddp.train()
-    tl = torch.zeros(2, dtype=torch.float64)
-    for b in loader:
+    (jlog, board), wait, t0 = logs, [0.0], time.perf_counter()
+    tl = torch.zeros(5, dtype=torch.float64)        # loss x n, n, correct, sum of grad norms, steps
+    for b in _timed(loader, wait):
         y = b["label"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = F.cross_entropy(forward_batch(ddp, b, device).float(), y, label_smoothing=cfg.label_smoothing)
+            logits = forward_batch(ddp, b, device).float()
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         gn = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         lr = opt.param_groups[0]["lr"]   # the rate this step used
         scaler.step(opt); scaler.update(); sched.step(); state.step += 1
-        tl += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
+        tl += torch.tensor([loss.item() * len(y), len(y), (logits.detach().argmax(-1) == y).sum().item(), gn.item(), 1], dtype=torch.float64)
         if state.step % cfg.log_every == 0:
             jlog(dict(kind="step", step=state.step, epoch=state.epoch + 1, loss=loss.item(), lr=lr, grad_norm=gn.item()))
-    tl = _all_sum(tl.to(device), world).cpu()
-    return tl[0].item() / max(tl[1].item(), 1)
+            board.scalars({"loss/train_step": loss.item(), "optim/lr": lr, "optim/grad_norm": gn.item()}, state.step)
+    secs = time.perf_counter() - t0
+    tl = _all_sum(tl.to(device), world).cpu().tolist()
+    perf = {"accuracy/train_top1": tl[2] / max(tl[1], 1), "optim/grad_norm_mean": tl[3] / max(tl[4], 1), "perf/samples_per_s": tl[1] / secs,
+            "perf/data_wait_fraction": wait[0] / secs, "perf/train_s": secs}
+    return tl[0] / max(tl[1], 1), perf
 
 # %% ../nbs/06_train.ipynb #c155882c
 def _select(state: TrainState, rec: dict) -> bool:
@@ -330,8 +461,30 @@ def _save_epoch(ckdir: Path, model, opt, sched, scaler, state: TrainState, cfg: 
         _sync_best(ckdir, model, best_sd, state, {k: v for k, v in extra.items() if k != "rng_ranks"})
 
 # %% ../nbs/06_train.ipynb #94fea445
-def train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig | dict | None = None, run_dir=None) -> dict:
-    "Train `model` on `train_ds`, select on `val_ds` top-1; checkpoints and metrics go to `run_dir`. Returns history and best."
+def _open_logs(run_dir: Path, cfg: TrainConfig, state: TrainState, rank: int, val_ds):
+    "`metrics.jsonl` (cut back to the state the run resumes from), the `TrainBoard` (rank 0) and the batch of validation videos it watches."
+    jlog = _JsonlLog(run_dir/"metrics.jsonl", rank == 0)
+    if rank == 0: jlog.keep_until(state.step, state.epoch)        # a resumed run never repeats the records after its state
+    board = TrainBoard(run_dir/"tensorboard", rank == 0 and cfg.tensorboard, purge_step=state.step + 1)
+    n = min(cfg.tb_videos, len(val_ds) if val_ds is not None else 0)
+    return jlog, board, (collate_features([val_ds[i] for i in range(n)]) if board.enabled and n else None)
+
+def _finish(board: TrainBoard, model, cfg: TrainConfig, state: TrainState, trained: bool, t0: float, ckdir: Path, rank: int, world: int):
+    "Close the run: HParams (when this call finished it), wait for every rank, and log the one-line summary."
+    if trained and (state.epoch >= cfg.epochs or state.bad_epochs >= cfg.early_stop_patience > 0):
+        board.hparams(run_hparams(model, cfg), final_metrics(state), state.step)
+    board.close()
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+    if rank == 0:
+        best = state.best; val = f"val top-1 {best['top1']:.4f}" if best["top1"] is not None else "no validation set"
+        get_logger("xattn.train").info(f"trained {len(state.history)} epochs ({state.step} steps) in {time.time() - t0:.1f}s; "
+                                       f"best epoch {best['epoch']} ({val}); checkpoints in {ckdir}")
+
+# %% ../nbs/06_train.ipynb #00b939b4
+def train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig | dict | None = None, run_dir=None, callbacks=()) -> dict:
+    "Train `model` on `train_ds`, select on `val_ds` top-1; checkpoints, `metrics.jsonl` and TensorBoard events go to `run_dir`; `callbacks` get each epoch record. Returns history and best."
     from xattn.core import config_from_dict
     cfg = config_from_dict(TrainConfig, cfg) if isinstance(cfg, dict) or cfg is None else cfg
     if len(train_ds) == 0: raise XattnError(f"train: the training set is empty (check the store and the split; skipped: {getattr(train_ds, 'skipped', [])[:3]})")
@@ -351,46 +504,43 @@ def train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig | dict | None = N
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
         ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    jlog = _JsonlLog(run_dir/"metrics.jsonl", rank == 0, run_dir/"tensorboard" if cfg.tensorboard else None)
-    if rank == 0: jlog.keep_until(state.step, state.epoch)        # a resumed run never repeats the records after its state
+    jlog, board, vis = _open_logs(run_dir, cfg, state, rank, val_ds)
     val_loader = _loader(val_ds, cfg, False, rank, world, shard_eval=True) if val_ds is not None and len(val_ds) else None
-    stopped_early, t0 = False, time.time()
+    stopped_early, t0, start = False, time.time(), state.epoch
+    n_classes = getattr(getattr(model, "cfg", None), "n_classes", None)
     bar = tqdm(range(state.epoch, cfg.epochs), desc="train", disable=rank != 0, initial=state.epoch, total=cfg.epochs)
     for epoch in bar:
-        loss = _train_epoch(ddp, model, _loader(train_ds, cfg, True, rank, world, epoch), opt, sched, scaler, cfg, device, amp_dtype, state, jlog, world)
+        loss, perf = _train_epoch(ddp, model, _loader(train_ds, cfg, True, rank, world, epoch), opt, sched, scaler, cfg, device, amp_dtype, state, (jlog, board), world)
         rec = dict(kind="epoch", epoch=epoch + 1, step=state.step, train_loss=loss, lr=opt.param_groups[0]["lr"], time_s=round(time.time() - t0, 3))
-        if val_loader is not None:
-            v = validate(ddp, val_loader, device, amp_dtype, world)
-            rec.update(val_loss=v["loss"], val_top1=v["top1"], val_top5=v["top5"], val_n=v["n"])
+        images = images_due(cfg, epoch + 1)        # the same on every rank: the confusion counts are summed over ranks
+        v = validate(ddp, val_loader, device, amp_dtype, world, n_classes if images else None) if val_loader is not None else {}
+        if v: rec.update(val_loss=v["loss"], val_top1=v["top1"], val_top5=v["top5"], val_n=v["n"])
         jlog(rec); state.epoch = epoch + 1
         if _select(state, rec): best_sd = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
         _save_epoch(ckdir, model, opt, sched, scaler, state, cfg, best_sd, rank, world)
+        log_epoch(board, model, vis, rec, perf, state.step, v.get("confusion"), images)
+        for cb in (callbacks if rank == 0 else ()): cb(rec)
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", **({"val_top1": f"{rec['val_top1']:.3f}"} if "val_top1" in rec else {}))
         if cfg.early_stop_patience > 0 and state.bad_epochs >= cfg.early_stop_patience:
             stopped_early = True
             if rank == 0: log.info(f"early stop after epoch {epoch + 1}: no better val top-1 for {state.bad_epochs} epochs")
             break
         if cfg.stop_after_epoch is not None and epoch + 1 >= cfg.stop_after_epoch and epoch + 1 < cfg.epochs: break
-    bar.close(); jlog.close()
-    if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-    done, best = len(state.history), state.best
-    if rank == 0:
-        val = f"val top-1 {best['top1']:.4f}" if best["top1"] is not None else "no validation set"
-        log.info(f"trained {done} epochs ({state.step} steps) in {time.time() - t0:.1f}s; best epoch {best['epoch']} ({val}); checkpoints in {ckdir}")
-    return dict(history=state.history, best=best, run_dir=run_dir, epochs_run=done, stopped_early=stopped_early,
+    bar.close()
+    _finish(board, model, cfg, state, state.epoch > start, t0, ckdir, rank, world)
+    done = len(state.history)
+    return dict(history=state.history, best=state.best, run_dir=run_dir, epochs_run=done, stopped_early=stopped_early,
                 finished=done >= cfg.epochs or stopped_early, rank=rank, world=world)
 
 # %% ../nbs/06_train.ipynb #b74e0bef
-def fit_and_evaluate(model_cfg, train_ds, selection_ds, val_ds, train_cfg: TrainConfig, run_dir, eval_ds=None, **extra) -> dict:
+def fit_and_evaluate(model_cfg, train_ds, selection_ds, val_ds, train_cfg: TrainConfig, run_dir, eval_ds=None, callbacks=(), **extra) -> dict:
     "Train `model_cfg`'s model (best epoch by `selection_ds` top-1, else `val_ds`), evaluate the best checkpoint on `eval_ds or val_ds`, write the run directory; returns `dict(run_dir, metrics, train, model)`."
     from xattn.evaluate import evaluate, write_evaluation
     rank, _ = init_distributed(train_cfg.device)
     select = selection_ds if selection_ds is not None and len(selection_ds) else None
     seed_everything(train_cfg.seed)                   # the initial weights depend on the seed only
     net = build_model(model_cfg, *train_ds.dims)
-    out = train(net, train_ds, select if select is not None else val_ds, train_cfg, run_dir)
+    out = train(net, train_ds, select if select is not None else val_ds, train_cfg, run_dir, callbacks=callbacks)
     run_dir = Path(out["run_dir"])
     if rank != 0 or not out["finished"]: return dict(run_dir=run_dir, metrics=None, train=out, model=None)
     best = model_from_checkpoint(run_dir/"checkpoints"/"best.pt", device=get_device(train_cfg.device))
@@ -408,7 +558,7 @@ def fit_and_evaluate(model_cfg, train_ds, selection_ds, val_ds, train_cfg: Train
 
 # %% ../nbs/06_train.ipynb #3bbdbcea
 def run_training(data: DataConfig | dict, model: FusionConfig | dict | None = None, train_cfg: TrainConfig | dict | None = None,
-                 run_dir=None, name: str = "train") -> dict:
+                 run_dir=None, name: str = "train", callbacks=()) -> dict:
     "Train and evaluate one configuration into a run directory; returns `dict(run_dir, metrics)` (metrics on rank 0 only)."
     from xattn.core import config_from_dict, make_run_dir
     data = config_from_dict(DataConfig, data) if isinstance(data, dict) else data
@@ -428,7 +578,7 @@ def run_training(data: DataConfig | dict, model: FusionConfig | dict | None = No
     if run_dir is None and rank == 0: run_dir = make_run_dir(name, config=config)
     elif run_dir is not None and rank == 0:
         run_dir = Path(run_dir); (run_dir/"figures").mkdir(parents=True, exist_ok=True); save_json(config, run_dir/"config.json")
-    out = fit_and_evaluate(model, tr, sel, va, train_cfg, run_dir, eval_ds=eva)
+    out = fit_and_evaluate(model, tr, sel, va, train_cfg, run_dir, eval_ds=eva, callbacks=callbacks)
     return dict(run_dir=out["run_dir"], metrics=out["metrics"], train=out["train"])
 
 # %% ../nbs/06_train.ipynb #8f2e6487
