@@ -61,7 +61,13 @@ nbtest: install
 	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/nbdev_test --n_workers 2 --timing --do_print 2>&1 | tee .nbtest.log
 	@echo "nbdev_test: $$(ls nbs/*.ipynb | wc -l) notebooks passed"
 
-pytest: install
+# tests/test_browser.py drives Debian's chromium through Playwright (pinned; no browser can be downloaded at test time).
+.PHONY: browser-deps
+browser-deps:
+	@test -x /usr/lib/chromium/chromium || { echo "xattn: installing Debian chromium for tests/test_browser.py"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+
+pytest: install browser-deps
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest tests -q -ra --durations=15
 
 test: check-sync nbtest pytest
@@ -78,6 +84,20 @@ RUN ?= $(lastword $(sort $(dir $(wildcard runs/*/metrics.json))))
 figures: install
 	@test -n "$(RUN)" || (echo "no finished run under runs/: run make demo first, or pass RUN=runs/<run>" && exit 1)
 	$(BIN)/papermill papers/figures.ipynb $(abspath $(RUN))/figures/paper.ipynb -p run_dir $(abspath $(RUN)) -k python3 --cwd papers
+
+# Every figure (PNG + PDF) and table (Markdown + LaTeX) of the paper, with manifest.json: papers/*.ipynb through `xattn paper`,
+# from RUNS (run directories; the first is the main run) and ABLATIONS (`xattn ablate` folders). No RUNS: a tiny demo run and
+# ablation, built once under runs/paper-tiny (CPU, minutes). Full-size parameters: papers/README.md.
+PAPER_OUT ?= runs/paper
+.PHONY: paper
+paper: install
+	$(BIN)/xattn paper $(if $(strip $(RUNS)),$(foreach r,$(RUNS),--run $(r)),--tiny) $(foreach a,$(ABLATIONS),--ablation $(a)) --out $(PAPER_OUT)
+
+# TensorBoard of a run directory (default: the newest finished run; RUN=runs for all of them) on 127.0.0.1;
+# PORT=0 picks a free port (default 6006).
+.PHONY: tensorboard
+tensorboard: install
+	$(BIN)/xattn board $(RUN) $(if $(PORT),--port $(PORT))
 
 lab: install
 	$(BIN)/jupyter lab nbs
