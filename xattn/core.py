@@ -12,9 +12,9 @@ import numpy as np
 __all__ = ['IN_TEST', 'CLI_COMMANDS', 'XattnError', 'get_device', 'autocast_dtype', 'seed_everything', 'get_logger',
            'to_jsonable', 'save_json', 'load_json', 'fsync_path', 'config_from_dict', 'config_to_dict', 'sha256_file',
            'cache_dir', 'weights_dir', 'runs_root', 'shard_env', 'local_rank', 'cuda_index', 'environment_info',
-           'make_run_dir', 'repo_root', 'notebook_path', 'cli_command', 'nest_dotted', 'merge_dicts', 'parse_value',
-           'parse_kv', 'parse_config_args', 'setting_error', 'check_settings', 'check_device', 'json_command',
-           'peak_rss_mb']
+           'RunLogHandler', 'make_run_dir', 'repo_root', 'notebook_path', 'cli_command', 'nest_dotted', 'merge_dicts',
+           'parse_value', 'parse_kv', 'parse_config_args', 'setting_error', 'check_settings', 'check_device',
+           'json_command', 'peak_rss_mb']
 
 # %% ../nbs/00_core.ipynb #9321d601
 IN_TEST = os.environ.get("IN_TEST", "") not in ("", "0", "false", "False")
@@ -194,6 +194,12 @@ def environment_info() -> dict:
                 timm=v("timm"), git_commit=commit or None, host=socket.gethostname(),
                 device=str(get_device()), threads=torch.get_num_threads())
 
+class RunLogHandler(logging.FileHandler):
+    "The `log.txt` of a run directory; once that directory is deleted (a temporary run), it drops records instead of failing."
+    def emit(self, record):
+        if self.stream is None and not Path(self.baseFilename).parent.exists(): return
+        super().emit(record)
+
 def make_run_dir(name: str = "run", root: str | Path | None = None, config=None, path: str | Path | None = None) -> Path:
     "Create `root/<timestamp>-<name>/` (or use `path`) with its sub-folders, `config.json`, `environment.json` and a log file."
     if path is not None: d = Path(path)
@@ -207,10 +213,13 @@ def make_run_dir(name: str = "run", root: str | Path | None = None, config=None,
     if config is not None: save_json(config, d/"config.json")
     save_json(environment_info(), d/"environment.json")
     log = (d/"log.txt").resolve()
-    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == log for h in get_logger().handlers):
-        h = logging.FileHandler(log, encoding="utf-8")
+    lg = get_logger()
+    for h in [h for h in lg.handlers if isinstance(h, RunLogHandler) and not Path(h.baseFilename).parent.exists()]:
+        lg.removeHandler(h); h.close()                 # runs whose folders were deleted (temporary runs) log nowhere
+    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == log for h in lg.handlers):
+        h = RunLogHandler(log, encoding="utf-8")
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        get_logger().addHandler(h)
+        lg.addHandler(h)
     return d
 
 # %% ../nbs/00_core.ipynb #d7a5005e
