@@ -1,5 +1,7 @@
-"""xattn.viz in a real browser: JupyterLab on 127.0.0.1 runs `tests/browser/widgets.ipynb` through its UI in
-Debian's headless Chromium (driven by Playwright for Python), and every widget must draw real plotly traces, show
+"""xattn.viz, xattn.viz_video and xattn.viz_temporal in a real browser: JupyterLab on 127.0.0.1 runs
+`tests/browser/widgets.ipynb` through its UI in Debian's headless Chromium (driven by Playwright for Python), and
+every widget (attention, embedding and temporal explorers of 08_viz; the attention-on-the-video, feature-space
+and temporal-views explorers of 08a/08b) must draw real plotly traces, show
 no "Error displaying widget", log no JS error, and redraw when one of its controls moves.
 Nothing is installed here: `make pytest` installs Debian's chromium first (`make browser-deps`), Playwright is pinned.
 Screenshots stay under the test's tmp_path and are copied to `runs/browser-test/<stamp>/`."""
@@ -11,7 +13,23 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "tests" / "browser" / "widgets.ipynb"
 CHROMIUM = Path("/usr/lib/chromium/chromium")        # Debian's chromium; Playwright cannot download a browser here
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-WIDGETS = {"attention": ".heatmaplayer .hm", "embedding": ".scatterlayer .trace .point", "temporal": ".heatmaplayer .hm", "static": ".scatterlayer .trace"}
+WIDGETS = {"attention": ".heatmaplayer .hm", "embedding": ".scatterlayer .trace .point", "temporal": ".heatmaplayer .hm", "static": ".scatterlayer .trace",
+           "video_attention": ".heatmaplayer .hm", "feature_space": ".scatterlayer .trace .point", "views_08b": ".scatterlayer .trace .js-line"}
+# one control per widget: (tag, move, what it does, the trace drawn after it, a text the new title must hold)
+def _slide(cell, steps: int = 2):
+    "Move the cell's first slider `steps` to the right with the keyboard, as a user would."
+    h = cell.locator(".noUi-handle").first; h.focus()
+    for _ in range(steps): h.press("ArrowRight")
+
+
+MOVES = [("attention", lambda c: c.locator("select").first.select_option(index=3), "attention: video 3", ".heatmaplayer .hm", ""),
+         ("embedding", lambda c: c.get_by_role("button", name="tsne").click(), "embedding: method tsne", ".scatterlayer .trace .point", "(tsne)"),
+         ("temporal", lambda c: c.locator("select").nth(1).select_option(index=1), "temporal: motion features", ".heatmaplayer .hm", ""),
+         ("video_attention", _slide, "video attention: frame slider", ".heatmaplayer .hm", ""),
+         ("video_attention", lambda c: c.locator("select").first.select_option(index=2), "video attention: third video", ".heatmaplayer .hm", ""),
+         ("feature_space", lambda c: c.get_by_role("button", name="split", exact=True).click(), "feature space: colour by split",
+          ".scatterlayer .trace .point", "coloured by split"),
+         ("views_08b", lambda c: c.get_by_role("button", name="heatmap", exact=True).click(), "temporal views: heatmap", ".heatmaplayer .hm", "(heatmap)")]
 SETTINGS = {  # JupyterLab's own settings: no news toast over the cells, every cell in the DOM, no update check
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
@@ -76,7 +94,8 @@ JS_CELLS = """() => [...document.querySelectorAll('.jp-Notebook .jp-Cell')].map(
     out: (c.querySelector('.jp-OutputArea') || {}).textContent || ''}))"""
 JS_FIGURE = """(cell) => { const gd = cell.querySelector('.js-plotly-plot');
     return gd && gd.data ? JSON.stringify({title: (gd.querySelector('.gtitle') || {}).textContent || '',
-                                           data: gd.data.map(t => [t.type, t.z, t.x, t.y])}) : null; }"""
+                                           data: gd.data.map(t => [t.type, t.z, t.x, t.y]),
+                                           shapes: ((gd.layout || {}).shapes || []).map(s => [s.x0, s.x1, s.y0, s.y1, (s.line || {}).color])}) : null; }"""
 
 
 def _cell(page, tag: str):
@@ -119,9 +138,10 @@ def _run_notebook(page, base, token, n_cells, shots):
                            " return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
                            " && w.sessionContext.session.kernel.status === 'idle'; }", timeout=90_000)
     page.locator(".jp-Notebook .jp-Cell").first.click()
+    page.mouse.move(2, 2)   # off the notebook: outputs scrolling under a resting pointer would get mouseenter (plotly then swaps a PNG for the plot)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")     # Run > Run All Cells
     t0 = time.time()
-    while time.time() - t0 < 150:
+    while time.time() - t0 < 180:
         cells = page.evaluate(JS_CELLS)
         if any("ALL-CELLS-DONE" in c["out"] for c in cells): return cells
         if any("Traceback" in c["out"] for c in cells) and not any("*" in c["prompt"] for c in cells): break    # stopped on an error
@@ -152,17 +172,14 @@ def test_viz_widgets_render_and_react_in_chromium(lab, tmp_path):
                 cell.scroll_into_view_if_needed(); cell.screenshot(path=str(shots / f"{tag}.png"))
             body = page.evaluate("() => document.body.textContent")
             assert "Error displaying widget" not in body, "a widget failed to display"
-            moves = [("attention", lambda c: c.locator("select").first.select_option(index=3), "attention: video 3"),
-                     ("embedding", lambda c: c.get_by_role("button", name="tsne").click(), "embedding: method tsne"),
-                     ("temporal", lambda c: c.locator("select").nth(1).select_option(index=1), "temporal: motion features")]
-            for tag, move, what in moves:               # one control per widget: the figure must redraw
-                cell = _cell(page, tag); before = cell.evaluate(JS_FIGURE)
+            done = []
+            for tag, move, what, trace, title in MOVES:  # one control per widget (two for the video attention): the figure must redraw
+                cell = _cell(page, tag); before = cell.evaluate(JS_FIGURE); done.append(tag)
                 assert before is not None, f"{tag}: no plotly figure"
-                move(cell); _wait_figure_change(cell, before, what)
-                _expect_plot(cell, f"{tag}-after", WIDGETS[tag], shots)
-                cell.scroll_into_view_if_needed(); cell.screenshot(path=str(shots / f"{tag}-after.png"))
-            title = json.loads(_cell(page, "embedding").evaluate(JS_FIGURE))["title"]
-            assert "(tsne)" in title, title
+                move(cell); now = json.loads(_wait_figure_change(cell, before, what))
+                _expect_plot(cell, f"{tag}-after", trace, shots)
+                assert title in now["title"], f"{what}: title {now['title']!r} lacks {title!r}"
+                cell.scroll_into_view_if_needed(); cell.screenshot(path=str(shots / f"{tag}-after{done.count(tag)}.png"))
             page.screenshot(path=str(shots / "notebook.png"), full_page=True)
         finally:
             browser.close()

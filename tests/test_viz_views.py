@@ -4,7 +4,7 @@ one tiny `xattn demo` run (real extractors, registered) for attention on a video
 are timestamps and the frame thumbnails and strip are there; controls change the figure; exports write PNG and
 self-contained HTML; `layer_activations` returns the right shapes and leaves no hook behind; the GIF has one frame per
 time step."""
-import base64, re
+import base64, json, re
 from pathlib import Path
 import numpy as np
 import pytest
@@ -64,18 +64,22 @@ def test_attention_explorer_controls_change_the_figure(toy):
     from xattn.viz_video import attention_from_dataset, dataset_attention_explorer
     ds = toy["ds"]
     ex = dataset_attention_explorer(toy["model"], ds, files=toy["files"], max_videos=3)
-    fw, c = ex.figure, ex.controls
+    c = ex.controls                                                          # ex.figure: the view's current plain go.Figure
+    assert type(ex.figure).__name__ == "Figure" and type(ex.view).__name__ == "FigureView"
     assert c["head"].label == "mean" and c["block"].label == "0"
-    z0 = np.asarray(fw.data[0].z).copy()
+    z0 = np.asarray(ex.figure.data[0].z).copy()
     c["head"].value = 3
-    assert not np.allclose(np.asarray(fw.data[0].z), z0)
+    assert not np.allclose(np.asarray(ex.figure.data[0].z), z0)
     c["direction"].value = "mot_to_sem"; c["block"].value = -1
     want = attention_from_dataset(toy["model"], ds, 0, path="").matrix(None, "mot_to_sem", 3)
-    np.testing.assert_allclose(np.asarray(fw.data[0].z), want, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ex.figure.data[0].z), want, atol=1e-6)
     c["video"].value = ds.records[2].id
-    assert fw.layout.title.text.startswith(ds.records[2].id)
+    assert ex.figure.layout.title.text.startswith(ds.records[2].id)
     c["frame"].value = 5
-    assert c["frame"].max == 7 and sum(s.line.color == "cyan" and s.type == "rect" for s in fw.layout.shapes) == 1
+    assert c["frame"].max == 7 and sum(s.line.color == "cyan" and s.type == "rect" for s in ex.figure.layout.shapes) == 1
+    shown = ex.view.outputs[0]["data"]["application/vnd.plotly.v1+json"]     # what the browser draws: the current figure's JSON
+    assert shown["layout"]["title"]["text"] == ex.figure.layout.title.text
+    assert len(json.dumps(ex.view.outputs)) < 1_000_000                      # no plotly.js copy stored with the widget
     bundle = ex._repr_mimebundle_()                                          # without a kernel: a PNG of the current view, not widget text
     assert "application/vnd.jupyter.widget-view+json" in bundle and base64.b64decode(bundle["image/png"])[:4] == b"\x89PNG"
     assert "VBox(" not in bundle["text/plain"]
@@ -171,6 +175,7 @@ def test_temporal_views_one_call_exports_and_gif(toy, tmp_path):
     if not animation.writers.is_available("ffmpeg"):
         with pytest.raises(XattnError, match="ffmpeg"): flow_feature_animation(CLIP, x, t, tmp_path/"a.mp4")
     tx = temporal_views_explorer(store, ids=ids[:2])
+    assert type(tx.figure).__name__ == "Figure" and type(tx.view).__name__ == "FigureView"
     tx.controls["view"].value = "heatmap"; z0 = np.asarray(tx.figure.data[0].z).copy()
     tx.controls["video"].value = ids[1]
     assert tx.figure.data[0].type == "heatmap" and not np.allclose(np.asarray(tx.figure.data[0].z), z0)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import XattnError
+from .viz import FigureView
 from .viz_video import StaticExplorer, frames_at, save_figures, time_labels
 
 # %% auto #0
@@ -113,7 +114,7 @@ def heatmap_figure(x: np.ndarray, times, top: int | None = 64, normalize: bool =
     z, d = heatmap_matrix(x, top, normalize, dims)
     fig = go.Figure(go.Heatmap(z=z, x=time_labels(np.stack([times, times], 1)), y=[f"dim {j}" for j in d], colorscale="RdBu_r",
                                zmid=0 if normalize else None, colorbar=dict(title="z-score" if normalize else "value")))
-    fig.update_layout(title=title or "activations over time", xaxis_title="time", yaxis_autorange="reversed", width=720, height=200 + 6 * len(d))
+    fig.update_layout(title=title or "activations over time", xaxis_title="time", yaxis_autorange="reversed", width=720, height=max(340, 200 + 6 * len(d)))   # a few rows still leave room for the colour bar
     return fig
 
 def plot_heatmap(x: np.ndarray, times, top: int | None = 64, normalize: bool = True, dims=None, title: str = ""):
@@ -268,7 +269,7 @@ def export_temporal(view: str, store, extractor, video_id, out_dir=".", stem: st
 # %% ../nbs/08b_temporal_views.ipynb #c671fd31
 def temporal_views_explorer(store, extractors=None, ids=None, views=("evolution", "heatmap", "surface")):
     "ipywidgets explorer of `temporal_view` over the `extractors` and videos `ids` of `store`."
-    import ipywidgets as W, plotly.graph_objects as go
+    import ipywidgets as W
     from xattn.store import FeatureStore
     st = FeatureStore(store) if isinstance(store, (str, Path)) else store
     exs = list(extractors or st.extractors); ids = list(ids or st.video_ids(exs[0]))
@@ -276,11 +277,10 @@ def temporal_views_explorer(store, extractors=None, ids=None, views=("evolution"
     ex, vid = W.Dropdown(options=exs, description="features"), W.Dropdown(options=ids, description="video")
     k = W.IntSlider(5, 1, 64, description="dims")
     kw = lambda: {"k": k.value} if view.value == "evolution" else {"top": k.value}
-    fw = go.FigureWidget(temporal_view(view.value, st, ex.value, vid.value, **kw()))
-    def update(*_):
-        f = temporal_view(view.value, st, ex.value, vid.value, **kw())
-        with fw.batch_update(): fw.data = []; fw.add_traces(list(f.data)); fw.layout = f.layout
+    fv = FigureView(temporal_view(view.value, st, ex.value, vid.value, **kw()))     # plotly JSON in an output widget, no plotly.js copy
+    def update(*_): fv.figure = temporal_view(view.value, st, ex.value, vid.value, **kw())
     for w in (view, ex, vid, k): w.observe(update, names="value")
-    box = StaticExplorer([view, W.HBox([ex, vid, k]), fw], lambda: temporal_view(view.value, st, ex.value, vid.value, static=True, **kw()), "temporal views")
-    box.figure, box.controls = fw, dict(view=view, extractor=ex, video=vid, dims=k)
+    box = StaticExplorer([view, W.HBox([ex, vid, k]), fv], lambda: temporal_view(view.value, st, ex.value, vid.value, static=True, **kw()),
+                         "temporal views", view=fv)
+    box.controls = dict(view=view, extractor=ex, video=vid, dims=k)
     return box

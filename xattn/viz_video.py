@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from .core import XattnError
-from .viz import attention_maps, cached_embed_2d, class_colors, embed_2d, embeddings
+from .viz import FigureView, attention_maps, cached_embed_2d, class_colors, embed_2d, embeddings
 
 # %% auto #0
 __all__ = ['VIEWS', 'COLOR_BY', 'frames_at', 'png_uri', 'VideoAttention', 'video_attention', 'dataset_index',
@@ -234,8 +234,8 @@ def video_attention_figure(va: VideoAttention, block: int | None = 0, direction:
         fig.update_yaxes(showticklabels=False, row=2, col=1)
         for s in _strip_shapes(va, _strip_boxes(va, direction, block, head, top), frame, w, h): fig.add_shape(**s)
     what = f"block {block}" if block is not None else "mean of blocks"
-    fig.update_layout(title=dict(text=f"{va.id}: {direction}, {what}, head {'mean' if head is None else head}<br><sup>{prediction_text(va)}</sup>", x=0.01),
-                      images=_axis_thumbs(va, q, k), width=780, height=720 if strip else 560, margin=dict(l=70, r=20, t=110, b=50))
+    fig.update_layout(title=dict(text=f"{va.id}: {direction}, {what}, head {'mean' if head is None else head}<br><sup>{prediction_text(va)}</sup>", x=0.01, y=0.975, yanchor="top"),
+                      images=_axis_thumbs(va, q, k), width=780, height=720 if strip else 560, margin=dict(l=70, r=20, t=125, b=50))
     return fig
 
 # %% ../nbs/08a_attention_video.ipynb #0cf8a823
@@ -297,8 +297,13 @@ VIEWS["video_attention"] = (video_attention_figure, plot_video_attention)
 # %% ../nbs/08a_attention_video.ipynb #3730c2eb
 class StaticExplorer(W.VBox):
     "A box of controls and a figure whose display bundle adds a PNG of `static()` (a matplotlib figure of the current view) for viewers without widgets."
-    def __init__(self, children, static, what: str = "explorer", **kw):
-        super().__init__(children, **kw); self.static, self.what = static, what
+    def __init__(self, children, static, what: str = "explorer", view=None, **kw):
+        super().__init__(children, **kw); self.static, self.what, self.view = static, what, view
+
+    @property
+    def figure(self):
+        "The current plotly figure of `view` (a `FigureView`), if one was given."
+        return None if self.view is None else self.view.figure
 
     def png(self, dpi: int = 80) -> bytes:
         "PNG bytes of the current view, drawn with matplotlib."
@@ -322,7 +327,6 @@ def _controls(va: VideoAttention) -> dict:
 
 def video_attention_explorer(source, ids=None, width: int = 64):
     "ipywidgets explorer of a `VideoAttention` (or of `source(id)` for the `ids`): block/direction/head selectors, a frame slider."
-    import plotly.graph_objects as go
     get = (lambda _: source) if isinstance(source, VideoAttention) else source
     ids = list(ids) if ids is not None else [source.id if isinstance(source, VideoAttention) else None]
     cache = {}
@@ -331,21 +335,17 @@ def video_attention_explorer(source, ids=None, width: int = 64):
     c = _controls(va_of(vid.value)); big, info = W.Image(format="png", width=3 * width), W.HTML()
     args = lambda: dict(block=None if c["block"].value < 0 else c["block"].value, direction=c["direction"].value,
                         head=None if c["head"].value < 0 else c["head"].value, frame=c["frame"].value)
-    fw = go.FigureWidget(video_attention_figure(va_of(vid.value), **args()))
+    view = FigureView()
     def update(*_):
         va = va_of(vid.value); c["frame"].max = max(len(va.strip_times) - 1, 0)
-        f = video_attention_figure(va, **args())
-        with fw.batch_update():
-            for t, n in zip(fw.data, f.data): t.update(n.to_plotly_json())
-            fw.layout.shapes, fw.layout.images, fw.layout.title = f.layout.shapes, f.layout.images, f.layout.title
-            fw.layout.xaxis, fw.layout.yaxis = f.layout.xaxis, f.layout.yaxis
+        view.figure = video_attention_figure(va, **args())
         if va.strip is not None: big.value = base64.b64decode(png_uri(va.strip[c["frame"].value]).split(",", 1)[1])
         info.value = f"<b>{va.id}</b><br>" + prediction_text(va).replace(" | ", "<br>")
     for w in (vid, *c.values()): w.observe(update, names="value")
     update()
-    box = StaticExplorer([W.HBox([vid, c["block"], c["direction"]]), W.HBox([c["head"], c["frame"]]), W.HBox([fw, W.VBox([big, info])])],
-                         lambda: plot_video_attention(va_of(vid.value), **args()), "attention on the video")
-    box.figure, box.controls = fw, dict(c, video=vid)
+    box = StaticExplorer([W.HBox([vid, c["block"], c["direction"]]), W.HBox([c["head"], c["frame"]]), W.HBox([view, W.VBox([big, info])])],
+                         lambda: plot_video_attention(va_of(vid.value), **args()), "attention on the video", view=view)
+    box.controls = dict(c, video=vid)
     return box
 
 # %% ../nbs/08a_attention_video.ipynb #538b1dde
@@ -561,7 +561,7 @@ def video_thumbnails(files: dict, width: int = 96, at: float = 0.5) -> dict:
 
 # %% ../nbs/08a_attention_video.ipynb #5be92f2d
 class FeatureSpaceExplorer:
-    "ipywidgets explorer of `feature_points`: 2-D projections coloured by class/split/correctness/agreement, hover thumbnails, selection, open in the attention view."
+    "ipywidgets explorer (a `go.FigureWidget`: hover/click/lasso need its Python callbacks) of `feature_points`: 2-D projections coloured by class/split/correctness/agreement, hover thumbnails, selection, open in the attention view."
     def __init__(self, points: dict, thumbs: dict | None = None, open_video=None, methods=("tsne", "umap", "pca"), seed: int = 0, disk_cache=False):
         import plotly.graph_objects as go
         self.points, self.thumbs, self.open_video, self.seed, self.disk, self.shown = points, thumbs or {}, open_video, seed, disk_cache, set()
