@@ -110,7 +110,7 @@ JS_LAYERS = """(cell) => [...cell.querySelectorAll('.js-plotly-plot .cartesianla
     .map(e => e.getAttribute('class')).filter((v, i, a) => v && a.indexOf(v) === i)"""
 
 
-def _expect_plot(cell, tag: str, trace: str, shots: Path, timeout: float = 30):
+def _expect_plot(cell, tag: str, trace: str, shots: Path, timeout: float = 120):
     "Wait until `cell` holds a plotly plot with `trace` elements; else fail naming what it does hold."
     try: cell.locator(f".js-plotly-plot {trace}").first.wait_for(state="attached", timeout=timeout * 1000)
     except Exception:
@@ -119,7 +119,7 @@ def _expect_plot(cell, tag: str, trace: str, shots: Path, timeout: float = 30):
                     f"output text: {cell.evaluate('(c) => (c.querySelector(`.jp-OutputArea`) || {}).textContent')[-800:]!r}")
 
 
-def _wait_figure_change(cell, before: str, what: str, timeout: float = 45):
+def _wait_figure_change(cell, before: str, what: str, timeout: float = 120):
     t0 = time.time()
     while time.time() - t0 < timeout:
         now = cell.evaluate(JS_FIGURE)
