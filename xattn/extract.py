@@ -23,7 +23,7 @@ __all__ = ['SAMPLINGS', 'ENVIRONMENT_ERRORS', 'SOURCE_KINDS', 'check_sampling', 
            'VideoPlan', 'sampler_clips', 'row_clips', 'plan_video', 'VideoInputs', 'flow_short_side',
            'iter_video_inputs', 'uniform_sampling', 'load_video_inputs', 'VideoInputDataset', 'video_loader',
            'ClipBatcher', 'load_extractors', 'sampling_record', 'extractor_provenance', 'check_extractor_settings',
-           'shard_setup', 'WorkPlan', 'plan_work', 'ExtractionRun', 'pool_rows', 'extract_features',
+           'shard_setup', 'WorkPlan', 'plan_work', 'UnitOutputs', 'ExtractionRun', 'pool_rows', 'extract_features',
            'records_from_source', 'extract_cli']
 
 # %% ../nbs/04a_extract.ipynb #609b3571
@@ -500,15 +500,32 @@ def plan_work(records: list, cfg: ExtractConfig, out: Path, rank: int = 0, world
         plan.todo.append(r); plan.needs.append(miss)
     return plan
 
+# %% ../nbs/04a_extract.ipynb #eae0a9e5
+class UnitOutputs:
+    "One video's unit outputs for one extractor, filled in arrival order; in `dtype` when rows are single units (`cast`), else float32."
+    def __init__(self, n: int, dtype: str = "float32", cast: bool = True):
+        self.n, self.at, self.dtype, self.buf, self.finite = n, 0, np.dtype(dtype if cast else "float32"), None, True
+
+    @property
+    def complete(self) -> bool: return self.at >= self.n
+
+    def add(self, y: np.ndarray):
+        "Append the float32 outputs `y [k, tokens, dim]` of the next `k` units."
+        if self.buf is None: self.buf = np.empty((self.n, *y.shape[1:]), self.dtype)
+        if self.at + len(y) > self.n: raise XattnError(f"{self.at + len(y)} unit outputs for {self.n} units (internal error)")
+        self.finite = self.finite and bool(np.isfinite(y).all())
+        if self.buf.dtype == np.float16 and y.size and self.finite and np.abs(y).max() > np.finfo(np.float16).max:
+            self.buf = self.buf.astype(np.float32)
+        self.buf[self.at:self.at + len(y)] = y; self.at += len(y)
+
 # %% ../nbs/04a_extract.ipynb #9a0cba76
 ENVIRONMENT_ERRORS = ("unreadable:", "PermissionError", "environment:")   # not the video's fault: retried by the next run
 
 @dataclass
 class _InFlight:
-    "A video whose inputs are in the batchers: its inputs, the outputs so far and the units still missing, per extractor."
+    "A video whose inputs are in the batchers: its first part (plans, metadata) and its `UnitOutputs` per extractor."
     item: object
     outs: dict
-    left: dict
     t_arrived: float
 
 class ExtractionRun:
@@ -541,8 +558,7 @@ def feed(self: ExtractionRun, item):
     if item.error is not None: return self.fail(item.video_id, item.path, item.error)
     v = self.pending.get(item.video_id)
     if v is None:
-        v = self.pending[item.video_id] = _InFlight(item, {n: [] for n in item.plans}, {n: len(p.units) for n, p in item.plans.items()},
-                                                    time.perf_counter())
+        v = self.pending[item.video_id] = _InFlight(item, {n: self.outputs_for(n, p) for n, p in item.plans.items()}, time.perf_counter())
     elif v.item is not item: v.item.frames += item.frames; v.item.decode_s += item.decode_s
     for n, x in item.inputs.items(): self.batchers[n].put(item.video_id, x)
     self.drain(final=len(self.pending) >= self.cfg.max_in_flight)
@@ -555,25 +571,35 @@ def drain(self: ExtractionRun, final: bool = False):
             for vid, _, y in b.run():
                 v = self.pending.get(vid)
                 if v is None: continue                   # dropped: a later part of it failed
-                v.outs[n].append(y); v.left[n] -= len(y)
-                if not any(v.left.values()): self.finish(vid)
+                v.outs[n].add(y)
+                if all(o.complete for o in v.outs.values()): self.finish(vid)
 
-def pool_rows(out: np.ndarray, rows: list) -> np.ndarray:
-    "Rows `[len(rows), tokens, dim]` from unit outputs `out [units, tokens, dim]`: each row the mean of its units."
+@patch
+def outputs_for(self: ExtractionRun, name: str, plan) -> UnitOutputs:
+    "An empty `UnitOutputs` for the units of `plan`: in the store's dtype unless rows average several units."
+    return UnitOutputs(len(plan.units), self.writer.row_dtype(name), cast=all(len(r) == 1 for r in plan.rows))
+
+def pool_rows(out: np.ndarray, rows: list, block: int = 1024) -> np.ndarray:
+    "Rows `[len(rows), tokens, dim]` from unit outputs `out [units, tokens, dim]`: each row the mean of its units (`out` itself when rows are the units)."
     lens = {len(r) for r in rows}
-    if lens == {1}: return out[np.concatenate(rows)]
-    if len(lens) == 1: return out[np.stack(rows)].mean(1)
-    return np.stack([out[r].mean(0) for r in rows])
+    if lens == {1}:
+        idx = np.concatenate(rows)
+        return out if np.array_equal(idx, np.arange(len(out))) else out[idx]
+    res = np.empty((len(rows), *out.shape[1:]), out.dtype)
+    for i in range(0, len(rows), block):
+        part = rows[i:i + block]
+        res[i:i + len(part)] = out[np.stack(part)].mean(1) if len(lens) == 1 else np.stack([out[r].mean(0) for r in part])
+    return res
 
 @patch
 def finish(self: ExtractionRun, vid: str):
     "Write the complete video `vid` (its rows, per extractor) or record it as failed if a model returned NaN/Inf."
     v = self.pending.pop(vid); item = v.item
-    got = {n: pool_rows(np.concatenate(v.outs[n]) if len(v.outs[n]) > 1 else v.outs[n][0], p.rows) for n, p in item.plans.items()}
-    bad = [n for n, x in got.items() if not np.isfinite(x).all()]
+    bad = [n for n, o in v.outs.items() if not o.finite]
     if bad: return self.fail(vid, item.path, f"non-finite features from {', '.join(bad)} (NaN/Inf in the model output)")
     for n, plan in item.plans.items():
-        self.writer.add(n, vid, got[n], plan.spans); self.rows[n] += len(plan.rows); self.requested[n] += plan.requested
+        rows = pool_rows(v.outs.pop(n).buf, plan.rows)     # store dtype, or float32 where rows average units (the writer casts)
+        self.writer.add(n, vid, rows, plan.spans); del rows; self.rows[n] += len(plan.rows); self.requested[n] += plan.requested
     m = item.meta
     self.writer.describe(vid, m.fps, m.n_frames, m.duration, item.path); self.writer.done(vid)
     self.processed += 1; self.bar.update(1); self.video_s[vid] = round(time.perf_counter() - v.t_arrived + item.decode_s, 4)

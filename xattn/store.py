@@ -465,7 +465,8 @@ class FeatureWriter:
 
 # %% ../nbs/04_store.ipynb #8f868e37
 @patch
-def _dtype(self: FeatureWriter, extractor: str) -> str:
+def row_dtype(self: FeatureWriter, extractor: str) -> str:
+    "The dtype the rows of `extractor` are stored in (`float16` or `float32`): asked for, else already stored, else the default."
     if isinstance(self.dtype, dict) and extractor in self.dtype: want = np.dtype(self.dtype[extractor]).name
     else: want = None
     have = self._existing[extractor].dtype if extractor in self._existing else None
@@ -497,6 +498,14 @@ def stored(self: FeatureWriter, extractor: str) -> set:
     return set(ix.loc if ix else ()) | self._seen.get(extractor, set())
 
 # %% ../nbs/04_store.ipynb #47756bbc
+def _finite_max(rows: np.ndarray, block: int = 4096) -> tuple[bool, float]:
+    "`(all finite, max |x|)` of `rows`, a block of rows at a time: no temporary the size of a long video's rows."
+    finite, top = True, 0.0
+    for i in range(0, len(rows), block):
+        b = rows[i:i + block]
+        if b.size: finite = finite and bool(np.isfinite(b).all()); top = max(top, float(np.abs(b).max())) if finite else top
+    return finite, top
+
 @patch
 def add(self: FeatureWriter, extractor: str, video_id: str, rows: np.ndarray, spans: np.ndarray):
     "Buffer the rows `[n, tokens, dim]` and spans `[n, 2]` of `video_id` for `extractor`."
@@ -512,10 +521,11 @@ def add(self: FeatureWriter, extractor: str, video_id: str, rows: np.ndarray, sp
         raise StoreError(f"{extractor}/{video_id}: rows [{rows.shape[1]}, {rows.shape[2]}] but the store holds [{shape[0]}, {shape[1]}]")
     if video_id in self._seen.get(extractor, ()) or (ix and video_id in ix.loc):
         raise StoreError(f"{extractor}/{video_id} is already in {self.path}; completed videos are never rewritten")
-    if not np.isfinite(rows).all(): raise StoreError(f"{extractor}/{video_id}: rows contain NaN or Inf; not stored")
-    dt = self._dtype(extractor)
-    if dt == "float16" and rows.size and np.abs(rows).max() > np.finfo(np.float16).max:
-        raise StoreError(f"{extractor}/{video_id}: |x| up to {np.abs(rows).max():.3g} overflows float16; "
+    finite, top = _finite_max(rows)
+    if not finite: raise StoreError(f"{extractor}/{video_id}: rows contain NaN or Inf; not stored")
+    dt = self.row_dtype(extractor)
+    if dt == "float16" and top > np.finfo(np.float16).max:
+        raise StoreError(f"{extractor}/{video_id}: |x| up to {top:.3g} overflows float16; "
                          f"store it as float32 (dtype={{'{extractor}': 'float32'}})")
     if extractor not in self._prov:
         log.warning(f"{self.path}: no provenance set for {extractor}; recording weights='unknown' (call set_provenance)")
