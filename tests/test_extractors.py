@@ -147,3 +147,24 @@ def test_weights_command_as_a_process(tmp_path):
     assert set(rows) >= set(SMALL)
     r = subprocess.run([sys.executable, "-m", "xattn.cli", "weights"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.returncode == 0 and "MISSING  resnet50" in r.stdout and "present  i3d_inception_rgb" in r.stdout
+
+
+def test_compiled_extractor_matches_eager_and_records_it(tmp_path):
+    """`compile=True` (torch.compile, inductor on this CPU) gives the eager features for any batch size (one dynamic graph),
+    a copy of the extractor pickles (a compiled function does not), and an extraction run records it as how it ran,
+    outside the provenance identity, so a store written eagerly can be resumed compiled."""
+    import copy, pickle
+    from xattn.extract import ExtractConfig, extractor_provenance
+    from xattn.store import provenance_diff
+    eager = load_extractor("dinov3_vits16plus", allow_random_init=True, device="cpu", size=32)
+    comp = load_extractor("dinov3_vits16plus", allow_random_init=True, device="cpu", size=32, compile=True)
+    for b in (3, 2, 5):
+        x = torch.randn(b, 3, 32, 32, generator=torch.Generator().manual_seed(b))
+        torch.testing.assert_close(comp(x), eager(x), rtol=1e-4, atol=1e-4)
+    assert comp._compiled is not None and eager._compiled is None
+    twin = pickle.loads(pickle.dumps(comp))
+    assert twin._compiled is None and twin.use_compile
+    cfg = ExtractConfig(extractors=("dinov3_vits16plus",), out=tmp_path/"s.h5", compile=True)
+    pc, pe = extractor_provenance("dinov3_vits16plus", comp, cfg), extractor_provenance("dinov3_vits16plus", eager, cfg)
+    assert pc["run"]["compiled"] is True and pe["run"]["compiled"] is False
+    assert provenance_diff(pc, pe) == []

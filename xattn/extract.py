@@ -64,6 +64,7 @@ class ExtractConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16"})
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format for CNN extractors"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the extractors (about a minute per extractor first; DINOv3 1.2x on CPU)"})
     allow_random_init: bool = field(default=False, metadata={"help": "run extractors without weights (random init, recorded in the store)"})
     random_init: tuple[str, ...] = field(default=(), metadata={"help": "only these extractors may run without weights (comma-separated)"})
     weights: dict = field(default_factory=dict, metadata={"help": "checkpoints: extractor=path,..."})
@@ -402,7 +403,7 @@ def load_extractors(cfg: ExtractConfig) -> dict:
     out = {}
     for name in cfg.extractors:
         out[name] = load_extractor(name, weights=cfg.weights.get(name), allow_random_init=cfg.allow_random_init or name in cfg.random_init,
-                                   device=cfg.device, precision=cfg.precision, channels_last=cfg.channels_last, seed=cfg.seed,
+                                   device=cfg.device, precision=cfg.precision, channels_last=cfg.channels_last, seed=cfg.seed, compile=cfg.compile,
                                    **cfg.overrides_for(name))
     return out
 
@@ -424,7 +425,7 @@ def extractor_provenance(name: str, extractor, cfg: ExtractConfig) -> dict:
     "What the store records about `extractor`: its own provenance plus the sampler and flow of the run."
     spec = extractor.spec
     prov = dict(getattr(extractor, "provenance", {}) or {})
-    run = {k: prov.pop(k) for k in ("device", "weights_file") if k in prov}   # where it ran, not what it computes
+    run = {k: prov.pop(k) for k in ("device", "weights_file", "compiled") if k in prov}   # where and how it ran, not what it computes
     prov.update(extractor=name, input=getattr(spec, "input", "rgb"), per_frame=bool(getattr(spec, "per_frame", False)),
                 sampler=sampling_record(cfg, spec),
                 overrides=cfg.overrides_for(name))

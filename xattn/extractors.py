@@ -89,17 +89,17 @@ class Extractor(nn.Module):
     options: dict = {}                      # extractor-specific settings and their defaults
 
     def __init__(self, spec: ExtractorSpec, model: nn.Module, provenance: dict, device="auto",
-                 precision: str = "fp32", channels_last: bool = False):
+                 precision: str = "fp32", channels_last: bool = False, compile: bool = False):
         super().__init__()
         self.spec, self.model, self.provenance = spec, model, provenance
         self.device = get_device(device)
         self.amp_dtype = autocast_dtype(self.device, precision)
-        self.channels_last = channels_last
+        self.channels_last, self.use_compile, self._compiled = channels_last, compile, None
         self.model.eval().requires_grad_(False)
         if channels_last: self.model.to(memory_format=torch.channels_last if self._batch_ndim() == 4 else torch.channels_last_3d)
         self.to(self.device)
         self.provenance.update(device=str(self.device), precision=str(self.amp_dtype or torch.float32).replace("torch.", ""),
-                               channels_last=channels_last)
+                               channels_last=channels_last, compiled=compile)
 
     # --- per-extractor hooks -------------------------------------------------------------------
     @classmethod
@@ -136,8 +136,17 @@ class Extractor(nn.Module):
             x = batch.to(self.device, non_blocking=True)
             if self.channels_last: x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                out = self.features(x)
+                out = self.features_fn()(x)
             return out.float().cpu()
+
+    def features_fn(self):
+        "`features`, or when `compile` was asked its `torch.compile`d version (compiled on first use, one graph for all batch sizes)."
+        if not self.use_compile: return self.features
+        if self._compiled is None: self._compiled = torch.compile(self.features, dynamic=True)
+        return self._compiled
+
+    def __getstate__(self):      # a compiled function does not pickle: a copy (e.g. in a worker) compiles again if it runs the model
+        return {**super().__getstate__(), "_compiled": None}
 
     def extra_repr(self) -> str:
         return f"{self.spec.name}: {self.spec.tokens} x {self.spec.dim}, weights={self.provenance.get('weights')}"
@@ -178,7 +187,8 @@ def split_overrides(cls, overrides: dict, common=("size", "frames_per_clip")) ->
 
 # %% ../nbs/03_extractors.ipynb #bdae7836
 def load_extractor(name: str, weights: str | Path | None = None, allow_random_init: bool = False, device="auto",
-                   precision: str = "fp32", channels_last: bool = False, seed: int = 0, **overrides) -> Extractor:
+                   precision: str = "fp32", channels_last: bool = False, seed: int = 0, compile: bool = False,
+                   **overrides) -> Extractor:
     "Build the frozen extractor `name` from a local checkpoint (or random weights when allowed)."
     cls = _extractor_class(name)
     spec = cls.make_spec(**overrides)
@@ -198,7 +208,7 @@ def load_extractor(name: str, weights: str | Path | None = None, allow_random_in
     else:
         prov.update(checkpoint_provenance(spec.checkpoint, path, name))
         prov.update(cls.load_weights(model, sd, spec, str(path)) or {})
-    return cls(spec, model, prov, device=device, precision=precision, channels_last=channels_last)
+    return cls(spec, model, prov, device=device, precision=precision, channels_last=channels_last, compile=compile)
 
 # %% ../nbs/03_extractors.ipynb #941edd09
 DINOV3_CKPT = CheckpointInfo(

@@ -12,8 +12,8 @@ from .core import (XattnError, get_device, get_logger, json_command, environment
 from .zoo import load_extractor, list_extractors, get_spec
 
 # %% auto #0
-__all__ = ['bench_extract_model_cli', 'ModelBenchConfig', 'matmul_gflops', 'flops_per_item', 'bf16_supported', 'time_forward',
-           'bench_extractor', 'bench_extract_model']
+__all__ = ['bench_extract_model_cli', 'ModelBenchConfig', 'matmul_gflops', 'count_flops', 'flops_per_item', 'bf16_supported',
+           'time_forward', 'dense_layer_calls', 'layer_bound', 'bench_extractor', 'bench_extract_model']
 
 # %% ../nbs/03c_model_bench.ipynb #7f22a1da
 @dataclasses.dataclass
@@ -24,6 +24,8 @@ class ModelBenchConfig:
     batch_sizes: tuple[int, ...] = dataclasses.field(default=(), metadata={"help": "batch sizes tried (default: 1,2,4 clips or 1,8,32 frames)"})
     precisions: tuple[str, ...] = dataclasses.field(default=("fp32", "bf16"), metadata={"help": "fp32 and/or bf16 (bf16 only where supported)"})
     channels_last: bool = dataclasses.field(default=True, metadata={"help": "also try channels_last for CNNs"})
+    compile: bool = dataclasses.field(default=False, metadata={"help": "also time torch.compile'd forwards (fp32; the compile time is reported)"})
+    breakdown: bool = dataclasses.field(default=True, metadata={"help": "time the matmul/conv layers alone at their shapes (what bounds each model)"})
     size: int | None = dataclasses.field(default=None, metadata={"help": "override every extractor's input size"})
     min_time: float = dataclasses.field(default=1.0, metadata={"help": "seconds timed per (setting, batch size)"})
     clip_frames: int = dataclasses.field(default=16, metadata={"help": "frames per clip used to report clips/s of per-frame extractors"})
@@ -59,12 +61,24 @@ def _example_batch(e, batch: int, device) -> torch.Tensor:
     shape = (batch, s.channels, s.size, s.size) if s.per_frame else (batch, s.channels, s.frames_per_clip, s.size, s.size)
     return torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
 
-def flops_per_item(e) -> float:
-    "FLOPs of one forward of `e` on one item (frame or clip), counted by `torch.utils.flop_counter`."
+def _cpu_sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+    return sdpa_flop_count(query, key, value)
+
+def count_flops(fn, *args) -> float:
+    "FLOPs of `fn(*args)` by `FlopCounterMode`, with the fused multi-head-attention path off and CPU attention counted."
     from torch.utils.flop_counter import FlopCounterMode
-    x = _example_batch(e, 1, e.device)
-    with FlopCounterMode(display=False) as fc, torch.inference_mode(): e.features(x)
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False, custom_mapping={torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}) as fc, \
+             torch.inference_mode(): fn(*args)
+    finally: torch.backends.mha.set_fastpath_enabled(fast)
     return float(fc.get_total_flops())
+
+def flops_per_item(e) -> float:
+    "FLOPs of one forward of `e` on one item (frame or clip), counted by `count_flops`."
+    return count_flops(e.features, _example_batch(e, 1, e.device))
 
 # %% ../nbs/03c_model_bench.ipynb #9b3064b3
 def bf16_supported(device: torch.device) -> bool:
@@ -98,6 +112,37 @@ class _RSSSampler:
     def __exit__(self, *a):
         self._stop.set(); self.t.join(); self.peak = max(self.peak, self.proc.memory_info().rss / 2**20)
 
+# %% ../nbs/03c_model_bench.ipynb #b0d848fe
+_DENSE_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.MultiheadAttention)
+
+def dense_layer_calls(e, batch: torch.Tensor) -> list:
+    "`(module, input shape)` of every matmul/conv layer called in one forward of `e` on `batch` (attention modules whole)."
+    calls, hooks = [], []
+    for m in e.model.modules():
+        if isinstance(m, _DENSE_LAYERS): hooks.append(m.register_forward_hook(lambda m, i, o: calls.append((m, tuple(i[0].shape)))))
+    try: e(batch)
+    finally:
+        for h in hooks: h.remove()
+    return calls
+
+def _best_time(f, x, min_time: float) -> float:
+    f(x); best, t_end = float("inf"), time.perf_counter() + min_time
+    while True:
+        t0 = time.perf_counter(); f(x); best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() > t_end: return best
+
+def layer_bound(e, batch: torch.Tensor, min_time: float = 0.2) -> dict:
+    "Forward seconds of `e` on `batch`, the seconds of its matmul/conv layers timed alone, their share and their GFLOP/s."
+    model_s, calls, layer_s, flops = time_forward(e, batch, min_time * 5), dense_layer_calls(e, batch), 0.0, 0.0
+    for m, shape in calls:
+        x = torch.randn(shape, device=e.device)
+        if e.channels_last and x.ndim in (4, 5): x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+        f = (lambda x, m=m: m(x, x, x, need_weights=False)) if isinstance(m, torch.nn.MultiheadAttention) else m
+        with torch.inference_mode(): layer_s += _best_time(lambda x: (f(x), _sync(e.device)), x, min_time)
+        flops += count_flops(f, x)
+    return dict(batch=len(batch), model_s=round(model_s, 4), layers=len(calls), layer_s=round(layer_s, 4),
+                layer_share=round(layer_s / model_s, 3), layer_gflops=round(flops / layer_s / 1e9, 1), other_s=round(model_s - layer_s, 4))
+
 # %% ../nbs/03c_model_bench.ipynb #e6707a20
 def bench_extractor(name: str, cfg: ModelBenchConfig, matmul: float) -> dict:
     "Throughput of extractor `name` under every setting of `cfg` (see `bench_extract_model`)."
@@ -107,16 +152,18 @@ def bench_extractor(name: str, cfg: ModelBenchConfig, matmul: float) -> dict:
     is_cnn = name not in ("dinov3_vits16plus", "clip_vitb32")
     bss = cfg.batch_sizes or ((1, 8, 32) if spec.per_frame else (1, 2, 4))
     frames_per_item = 1 if spec.per_frame else spec.frames_per_clip
-    settings = [(p, cl) for p in cfg.precisions for cl in ((False, True) if cfg.channels_last and is_cnn else (False,))]
+    settings = [(p, cl, False) for p in cfg.precisions for cl in ((False, True) if cfg.channels_last and is_cnn else (False,))]
+    settings += [("fp32", False, True)] if cfg.compile else []
     out = dict(extractor=name, device=str(device), input=spec.input, per_frame=spec.per_frame, size=spec.size,
                frames_per_clip=spec.frames_per_clip, tokens=spec.tokens, dim=spec.dim, results=[], skipped=[])
     if device.type == "cuda": torch.cuda.reset_peak_memory_stats(device)
     with _RSSSampler() as mem:
         fl = flops_per_item(load_extractor(name, allow_random_init=True, device=device, **over))
         out["gflops_per_item"] = round(fl / 1e9, 3)
-        for prec, cl in settings:
+        for prec, cl, comp in settings:
             if prec == "bf16" and not bf16_supported(device): out["skipped"].append(f"bf16: not supported natively on {device}"); continue
-            e = load_extractor(name, allow_random_init=True, device=device, precision=prec, channels_last=cl, **over)
+            e = load_extractor(name, allow_random_init=True, device=device, precision=prec, channels_last=cl, compile=comp, **over)
+            t0 = time.perf_counter(); e(_example_batch(e, bss[0], device)); first_s = time.perf_counter() - t0
             by_batch = {}
             for b in bss:
                 try: t = time_forward(e, _example_batch(e, b, device), cfg.min_time)
@@ -129,7 +176,7 @@ def bench_extractor(name: str, cfg: ModelBenchConfig, matmul: float) -> dict:
             items = by_batch[best]
             clips = items / cfg.clip_frames if spec.per_frame else items
             achieved = items * fl / 1e9
-            out["results"].append(dict(precision=prec, channels_last=cl, best_batch=best, clips_per_s=round(clips, 3),
+            out["results"].append(dict(precision=prec, channels_last=cl, compiled=comp, first_call_s=round(first_s, 2), best_batch=best, clips_per_s=round(clips, 3),
                                        frames_per_s=round(items * frames_per_item, 2), gflops_achieved=round(achieved, 1),
                                        ratio_to_matmul=round(achieved / matmul, 3),
                                        items_per_s_by_batch={str(k): round(v, 3) for k, v in by_batch.items()}))
@@ -137,13 +184,18 @@ def bench_extractor(name: str, cfg: ModelBenchConfig, matmul: float) -> dict:
     out["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else round(mem.peak, 1)
     out["peak_memory_kind"] = "cuda max_memory_allocated" if device.type == "cuda" else "process RSS while measured"
     out["best"] = _best(out["results"])
+    eager = [r for r in out["results"] if r["precision"] == "fp32" and not r["channels_last"] and not r["compiled"]]
+    if cfg.breakdown and eager:
+        e = load_extractor(name, allow_random_init=True, device=device, **over)
+        b = out["breakdown"] = layer_bound(e, _example_batch(e, eager[0]["best_batch"], device), cfg.min_time / 5)
+        b["layer_ratio_to_matmul"] = round(b["layer_gflops"] / matmul, 3)
     return out
 
 def _best(results: list[dict]) -> dict | None:
     "The fastest setting (by frames/s) of a result list."
     if not results: return None
     b = max(results, key=lambda r: r["frames_per_s"])
-    return {k: b[k] for k in ("precision", "channels_last", "best_batch", "clips_per_s", "frames_per_s", "ratio_to_matmul")}
+    return {k: b[k] for k in ("precision", "channels_last", "compiled", "best_batch", "clips_per_s", "frames_per_s", "ratio_to_matmul")}
 
 # %% ../nbs/03c_model_bench.ipynb #5aa2f8b3
 def bench_extract_model(cfg: ModelBenchConfig = ModelBenchConfig()) -> dict:
@@ -164,6 +216,7 @@ def bench_extract_model(cfg: ModelBenchConfig = ModelBenchConfig()) -> dict:
     ref = max(mm0, mm1)
     for r in res.values():                              # ratios against the better of the two measurements
         for x in r["results"]: x["ratio_to_matmul"] = round(x["gflops_achieved"] / ref, 3)
+        if "breakdown" in r: r["breakdown"]["layer_ratio_to_matmul"] = round(r["breakdown"]["layer_gflops"] / ref, 3)
         r["best"] = _best(r["results"])
     env = environment_info()
     out = dict(benchmark="extract-model", device=str(device), threads=torch.get_num_threads(), torch=env["torch"],
