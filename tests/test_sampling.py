@@ -38,7 +38,7 @@ def spec_of(store, e):
 
 
 def assert_rows_match_plans(out, cfg_kw):
-    "Every stored video's row count and spans are those of `plan_video` on its probed metadata."
+    "Every stored video's row count, spans and frame ranges are those of `plan_video` on its probed metadata."
     st = FeatureStore(out)
     for e in st.extractors:
         cfg = ExtractConfig(extractors=(e,), **cfg_kw)
@@ -46,6 +46,7 @@ def assert_rows_match_plans(out, cfg_kw):
             meta = probe_video(st.video_meta(v)["path"])
             plan = plan_video(meta, spec_of(st, e), cfg)
             np.testing.assert_allclose(st.spans(e, v), plan.spans, atol=1e-9)
+            np.testing.assert_array_equal(st.frames(e, v), plan.frame_ranges)         # first/last frame behind each row
             assert len(st.get(e, v)) == len(plan.rows)
 
 
@@ -59,6 +60,7 @@ def test_clip_per_2s_npz(tmp_path):
     z = np.load(tmp_path/"npz"/"vf__v_ZNVhz7ctTq0.mp4.npz")
     assert z["features"].shape == (7, 512) and float(z["clip_length"]) == 2.0 and float(z["fps"]) == 30.0
     np.testing.assert_allclose(z["spans"][:, 1] - z["spans"][:, 0], 2.0, atol=1e-3)
+    assert z["frames"].shape == (7, 2) and (np.diff(z["frames"][:, 0]) == 60).all()          # 2 s at 30 fps: 60 frames apart
     assert np.load(tmp_path/"npz"/"mmaction2__demo.mp4.npz")["features"].shape == (5, 512)
     assert_rows_match_plans(out, dict(sampling="clips", clip_seconds=2.0, fps=4.0))
     assert FeatureStore(out).provenance("clip_vitb32")["sampler"] == dict(name="clips", fps=4.0, clip_seconds=2.0, clip_stride=0.0, last="drop", short="pad")

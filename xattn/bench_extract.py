@@ -14,9 +14,10 @@ from .store import FeatureStore, FeatureWriter
 from .extract import ExtractConfig, load_extractors, VideoInputDataset, video_loader, ClipBatcher, extract_features
 
 # %% auto #0
-__all__ = ['bench_extract_cli', 'ExtractBenchConfig', 'write_long_video', 'bench_throughput', 'reset_peak_rss',
-           'current_peak_rss_mb', 'peak_rss_of_video', 'bench_memory', 'bench_store_reads', 'e2e_vs_model',
-           'bench_multiscale', 'sampling_checks', 'bench_sampling', 'bench_extract']
+__all__ = ['RECIPES', 'SAMPLING_BENCHES', 'bench_extract_cli', 'ExtractBenchConfig', 'write_long_video', 'bench_throughput',
+           'reset_peak_rss', 'current_peak_rss_mb', 'peak_rss_of_video', 'bench_memory', 'bench_store_reads',
+           'e2e_vs_model', 'bench_multiscale', 'write_frame_folders', 'run_recipe', 'bench_recipes', 'sampling_checks',
+           'bench_sampling', 'bench_extract']
 
 # %% ../nbs/04d_bench_extract.ipynb #a90bbc25
 @dataclass
@@ -38,7 +39,7 @@ class ExtractBenchConfig:
     rss_fps: float = field(default=25.0, metadata={"help": "frame rate of the memory-test videos"})
     read_videos: int = field(default=4000, metadata={"help": "videos in the store of the read test (16 rows x [6, 384] float16 each)"})
     read_workers: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "DataLoader workers of the read test"})
-    sampling: str = field(default="", metadata={"help": "instead: the sampling benchmark on real clips: dense, chunks, multiscale, memory or all"})
+    sampling: str = field(default="", metadata={"help": "instead: the sampling benchmark on real clips: dense, chunks, multiscale, memory, recipes or all (all but recipes)"})
     clips_dir: Path | None = field(default=None, metadata={"help": "sampling: folder of real videos (default ../shared/data/videos)"})
     sampling_size: int = field(default=224, metadata={"help": "sampling: extractor input size of the dense and chunk runs"})
     work_dir: Path | None = field(default=None, metadata={"help": "where generated videos and stores go (default: a temporary folder)"})
@@ -66,12 +67,26 @@ def write_long_video(path, seconds: float, fps: float = 25.0, size: int = 112) -
     return path
 
 # %% ../nbs/04d_bench_extract.ipynb #8ecd0ad5
+def _sampling_cfg(cfg: ExtractBenchConfig, out: Path, extractors, overrides: dict, **kw) -> ExtractConfig:
+    "The `ExtractConfig` of one benchmark run: `cfg`'s batch, workers, device and threads, random-init weights, `kw` on top."
+    return ExtractConfig(**{**dict(extractors=tuple(extractors), batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=cfg.device,
+                                   allow_random_init=True, overrides=overrides, out=out, progress=False, threads=cfg.threads), **kw})
+
 def _extract_cfg(cfg: ExtractBenchConfig, out: Path, **kw) -> ExtractConfig:
-    ov = {"size": cfg.size}
-    ov.update({e: {"frames_per_clip": cfg.frames_per_clip} for e in cfg.extractors if "i3d" in e or "slowfast" in e})
-    return ExtractConfig(**{**dict(extractors=cfg.extractors, frames=cfg.frames, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                                   device=cfg.device, allow_random_init=True, overrides=ov, out=out, progress=False,
-                                   threads=cfg.threads), **kw})
+    ov = {"size": cfg.size, **{e: {"frames_per_clip": cfg.frames_per_clip} for e in cfg.extractors if "i3d" in e or "slowfast" in e}}
+    return _sampling_cfg(cfg, out, cfg.extractors, ov, **{"frames": cfg.frames, **kw})
+
+def _model_only(items: list, exts: dict, batch_size: int) -> float:
+    "Seconds to push the pre-decoded units of `items` through the engine's batchers."
+    t0 = time.perf_counter()
+    for n, e in exts.items():
+        b = ClipBatcher(n, e, batch_size)
+        for it in items:
+            if n in it.inputs:
+                b.put(it.video_id, it.inputs[n])
+                while b.ready(): b.run()
+        while b.ready(final=True): b.run()
+    return time.perf_counter() - t0
 
 def bench_throughput(cfg: ExtractBenchConfig, work: Path) -> dict:
     "Decode-only, model-only and end-to-end times on `cfg.videos` generated clips (one process, one run)."
@@ -85,20 +100,10 @@ def bench_throughput(cfg: ExtractBenchConfig, work: Path) -> dict:
     if cfg.threads: torch.set_num_threads(cfg.threads)
     exts = load_extractors(ecfg)
     ds = VideoInputDataset(recs, exts, frames=cfg.frames, flow_method=ecfg.flow_method)
-    warm = ds[0]
-    for n, x in warm.inputs.items():
-        b = ClipBatcher(n, exts[n], cfg.batch_size); b.put("w", x); b.run()
+    _model_only([ds[0]], exts, cfg.batch_size)                         # warm-up
     t0 = time.perf_counter(); items = list(video_loader(ds, cfg.num_workers)); t_decode = time.perf_counter() - t0
     frames = sum(i.frames for i in items)
-    t0 = time.perf_counter()
-    for n in cfg.extractors:
-        b = ClipBatcher(n, exts[n], cfg.batch_size)
-        for i in items:
-            if n in i.inputs:
-                b.put(i.video_id, i.inputs[n])
-                while b.ready(): b.run()
-        while b.ready(final=True): b.run()
-    t_model = time.perf_counter() - t0
+    t_model = _model_only(items, exts, cfg.batch_size)
     del items
     s = extract_features(recs, ecfg, extractors=exts)
     t_e2e = s["wall_s"]
@@ -192,18 +197,6 @@ def _real_records(cfg: ExtractBenchConfig) -> list:
     if not d.is_dir(): raise XattnError(f"bench extract --sampling: {d} is not a folder of videos; pass --clips-dir")
     return records_from_source(d)
 
-def _model_only(items: list, exts: dict, batch_size: int) -> float:
-    "Seconds to push the pre-decoded units of `items` through the engine's batchers."
-    t0 = time.perf_counter()
-    for n, e in exts.items():
-        b = ClipBatcher(n, e, batch_size)
-        for it in items:
-            if n in it.inputs:
-                b.put(it.video_id, it.inputs[n])
-                while b.ready(): b.run()
-        while b.ready(final=True): b.run()
-    return time.perf_counter() - t0
-
 def e2e_vs_model(recs: list, ecfg: ExtractConfig, work: Path) -> dict:
     "End-to-end frames/s of one extraction beside model-only frames/s of the same units, measured in one process."
     exts = load_extractors(ecfg)
@@ -218,10 +211,6 @@ def e2e_vs_model(recs: list, ecfg: ExtractConfig, work: Path) -> dict:
                 ratio_end_to_end_over_model=t_model / s["wall_s"])
 
 # %% ../nbs/04d_bench_extract.ipynb #0d833aac
-def _sampling_cfg(cfg: ExtractBenchConfig, out: Path, extractors, overrides: dict, **kw) -> ExtractConfig:
-    return ExtractConfig(**{**dict(extractors=tuple(extractors), batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=cfg.device,
-                                   allow_random_init=True, overrides=overrides, out=out, progress=False, threads=cfg.threads), **kw})
-
 def bench_multiscale(cfg: ExtractBenchConfig, recs: list, work: Path) -> dict:
     "Frames requested, distinct frames computed and model time per distinct frame: single scale, three scales, overlapping chunks."
     out = {}
@@ -238,7 +227,57 @@ def bench_multiscale(cfg: ExtractBenchConfig, recs: list, work: Path) -> dict:
     for k in ("multiscale", "chunks_16_8"): out[k]["model_time_over_distinct_frames_at_single_rate"] = out[k]["model_s_per_computed"] / base
     return out
 
+# %% ../nbs/04d_bench_extract.ipynb #b9cc1eb9
+RECIPES = {   # name -> (extraction settings, export format), as the README's recipes table runs them
+    "slowfast_r50_2s_clips_npz": (dict(extractors=("slowfast_r50",), sampling="clips", clip_seconds=2.0, batch_size=4), "npz"),
+    "clip_vitb32_2s_clips_npz": (dict(extractors=("clip_vitb32",), sampling="clips", clip_seconds=2.0, fps=4.0), "npz"),
+    "i3d_r50_16_chunks_frame_folders_npz": (dict(extractors=("i3d_r50",), sampling="chunks", chunk_size=16, short="skip", batch_size=4,
+                                                 overrides={"i3d_r50": {"frames_per_clip": 16}}), "npz"),
+    "inception_i3d_rgb_flow_64_chunks_npy": (dict(extractors=("i3d_inception_rgb", "i3d_inception_flow"), sampling="chunks", chunk_size=64,
+                                                  last="pad", batch_size=2, overrides={"frames_per_clip": 64}), "npy"),
+    "resnet50_64_frames_3_scales_256px_npz": (dict(extractors=("resnet50",), frames=64, scales=(1.0, 0.85, 1.15), scale_mode="mean",
+                                                   overrides={"size": 256}), "npz"),
+    "resnet50_dense_native_fps_npy": (dict(extractors=("resnet50",), sampling="dense"), "npy"),
+}
+
+def write_frame_folders(videos: list, root: Path) -> Path:
+    "Frame folders `<root>/cls/<video stem>/img_00001.jpg ...` holding every frame of `videos` (the layout I3D feature tools read)."
+    import cv2
+    from xattn.data import probe_video, read_frames
+    for p in videos:
+        d = Path(root)/"cls"/Path(p).stem; d.mkdir(parents=True, exist_ok=True)
+        for i, f in enumerate(read_frames(p, np.arange(probe_video(p).n_frames))):
+            cv2.imwrite(str(d/f"img_{i + 1:05d}.jpg"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    return Path(root)
+
+# %% ../nbs/04d_bench_extract.ipynb #8261aeb4
+def run_recipe(name: str, recs: list, cfg: ExtractBenchConfig, work: Path) -> dict:
+    "Extract and export recipe `name` of `RECIPES` for `recs`; wall times and what was computed."
+    from xattn.export import export_npz, export_npy
+    kw, fmt = dict(RECIPES[name][0]), RECIPES[name][1]
+    ecfg = _sampling_cfg(cfg, work/f"{name}.h5", kw.pop("extractors"), kw.pop("overrides", {}), **kw)
+    t0 = time.perf_counter(); s = extract_features(recs, ecfg); t1 = time.perf_counter()
+    n = (export_npz(ecfg.out, work/name, ecfg.extractors[0], token="mean", progress=False) if fmt == "npz"
+         else export_npy(ecfg.out, work/name, progress=False))
+    t2 = time.perf_counter()
+    return dict(extract_s=round(t1 - t0, 1), export_s=round(t2 - t1, 1), wall_s=round(t2 - t0, 1), videos=s["processed_videos"],
+                skipped=s["videos_skipped"], exported=n, frames_decoded=s["frames_decoded"], rows=s["rows"], units=s["units"],
+                model_s=round(s["model_s"], 1), output=f"{fmt}: {work/name}")
+
+def bench_recipes(cfg: ExtractBenchConfig, recs: list, work: Path) -> dict:
+    "Every recipe of `RECIPES` at full size on `recs` (the I3D one on frame folders written from them)."
+    from tqdm.auto import tqdm
+    from xattn.extract import records_from_source
+    t0 = time.perf_counter()
+    folders = records_from_source(write_frame_folders([r.path for r in recs], work/"frames"), kind="frame-folders")
+    out = {"frame_folders_written_s": round(time.perf_counter() - t0, 1)}
+    for name in tqdm(RECIPES, desc="recipes", file=sys.stderr):
+        out[name] = run_recipe(name, folders if "frame_folders" in name else recs, cfg, work)
+    return out
+
 # %% ../nbs/04d_bench_extract.ipynb #a18ff8b3
+SAMPLING_BENCHES = ("dense", "chunks", "multiscale", "memory", "recipes")
+
 _SAMPLING_CHECKS = (("dense_end_to_end_at_least_0_9x_model", ("dense_resnet50", "ratio_end_to_end_over_model"), 0.9, 1),
                     ("chunks_end_to_end_at_least_0_9x_model", ("chunks_i3d_r50_64", "ratio_end_to_end_over_model"), 0.9, 1),
                     ("multiscale_at_most_1_1x", ("multiscale", "multiscale", "model_time_over_distinct_frames_at_single_rate"), 1.1, -1),
@@ -256,7 +295,9 @@ def sampling_checks(res: dict) -> dict:
 
 def bench_sampling(cfg: ExtractBenchConfig, work: Path) -> dict:
     "The sampling benchmark on real clips (`cfg.sampling`: dense, chunks, multiscale, memory or all)."
-    recs, want = _real_records(cfg), {"all": ("dense", "chunks", "multiscale", "memory")}.get(cfg.sampling, (cfg.sampling,))
+    if cfg.sampling not in SAMPLING_BENCHES + ("all",):
+        raise XattnError(f"bench extract --sampling {cfg.sampling}: use one of {', '.join(SAMPLING_BENCHES)} or all (all but recipes)")
+    recs, want = _real_records(cfg), {"all": SAMPLING_BENCHES[:-1]}.get(cfg.sampling, (cfg.sampling,))
     res, S = {}, cfg.sampling_size
     if "dense" in want:
         res["dense_resnet50"] = e2e_vs_model(recs, _sampling_cfg(cfg, work/"d.h5", ("resnet50",), {"size": S}, sampling="dense"), work/"dense")
@@ -267,6 +308,7 @@ def bench_sampling(cfg: ExtractBenchConfig, work: Path) -> dict:
     if "memory" in want:
         dense = dataclasses.replace(cfg, extractors=("resnet50",), size=min(cfg.size, 64))
         res["memory_dense"] = bench_memory(dense, work, sampling="dense")
+    if "recipes" in want: res["recipes"] = bench_recipes(cfg, recs, work)
     res["checks"] = sampling_checks(res)
     return res
 

@@ -66,7 +66,7 @@ def sampler_clip_length(prov: dict):
 
 def export_npz(store, out_dir, extractor: str, token=None, mirror: bool = True, video_ids=None, fps: float | None = None,
                progress: bool = True) -> int:
-    "Write `<out_dir>/<id>.npz` (`features`, `fps`, `clip_length`, `spans` in s) for each video of `extractor`; returns the count."
+    "Write `<out_dir>/<id>.npz` (`features`, `fps`, `clip_length`, `spans` in s, first/last `frames`) for each video of `extractor`; returns the count."
     from tqdm.auto import tqdm
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     prov, names = store.provenance(extractor), _token_names(store, extractor)
@@ -75,7 +75,7 @@ def export_npz(store, out_dir, extractor: str, token=None, mirror: bool = True, 
     for v in tqdm(ids, desc=f"npz {extractor}", disable=not progress, leave=False):
         feats = token_view(store.get(extractor, v), resolve_token(store, extractor, token), names)
         _save_atomic(video_path(out_dir, v, ".npz", mirror), np.savez, features=feats, fps=np.float64(_fps(store, v, fps)),
-                     clip_length=clip_length, spans=store.spans(extractor, v))
+                     clip_length=clip_length, spans=store.spans(extractor, v), frames=store.frames(extractor, v))
     get_logger("xattn.export").info(f"npz: {len(ids)} videos of {extractor} -> {out_dir}")
     return len(ids)
 

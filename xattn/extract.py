@@ -140,6 +140,12 @@ class VideoPlan:
         idx = np.concatenate([np.asarray(u).reshape(-1) for u in self.units]) if self.units else np.zeros(0, np.int64)
         return np.unique(idx)
 
+    @property
+    def frame_ranges(self) -> np.ndarray:
+        "First and last frame index `[rows, 2]` behind each row (over the units it averages)."
+        lo = np.array([np.asarray(u).min() for u in self.units], np.int64); hi = np.array([np.asarray(u).max() for u in self.units], np.int64)
+        return np.array([[lo[r].min(), hi[r].max()] for r in self.rows], np.int64).reshape(-1, 2)
+
 def _flow_pairs(idx: np.ndarray, n_frames: int) -> np.ndarray:
     "`[T, 2]` frame pairs (i, i+1) for flow at each index; the last frame pairs with its predecessor."
     idx = np.asarray(idx, dtype=np.int64)
@@ -600,7 +606,7 @@ def finish(self: ExtractionRun, vid: str):
     if bad: return self.fail(vid, item.path, f"non-finite features from {', '.join(bad)} (NaN/Inf in the model output)")
     for n, plan in item.plans.items():
         rows = pool_rows(v.outs.pop(n).buf, plan.rows)     # store dtype, or float32 where rows average units (the writer casts)
-        self.writer.add(n, vid, rows, plan.spans); del rows; self.rows[n] += len(plan.rows); self.requested[n] += plan.requested
+        self.writer.add(n, vid, rows, plan.spans, plan.frame_ranges); del rows; self.rows[n] += len(plan.rows); self.requested[n] += plan.requested
     m = item.meta
     self.writer.describe(vid, m.fps, m.n_frames, m.duration, item.path); self.writer.done(vid)
     self.processed += 1; self.bar.update(1); self.video_s[vid] = round(time.perf_counter() - v.t_arrived + item.decode_s, 4)

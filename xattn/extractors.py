@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from .core import XattnError, get_device, autocast_dtype, get_logger
 from .weights import (CheckpointInfo, register_checkpoint, MissingWeightsError, find_weights, looked_in,
                            missing_weights_message, load_checkpoint, state_dict_of, load_state_strict,
@@ -139,17 +140,20 @@ class Extractor(nn.Module):
                 out = self.features_fn()(x)
             return out.float().cpu()
 
-    def features_fn(self):
-        "`features`, or when `compile` was asked its `torch.compile`d version (compiled on first use, one graph for all batch sizes)."
-        if not self.use_compile: return self.features
-        if self._compiled is None: self._compiled = torch.compile(self.features, dynamic=True)
-        return self._compiled
-
-    def __getstate__(self):      # a compiled function does not pickle: a copy (e.g. in a worker) compiles again if it runs the model
-        return {**super().__getstate__(), "_compiled": None}
-
     def extra_repr(self) -> str:
         return f"{self.spec.name}: {self.spec.tokens} x {self.spec.dim}, weights={self.provenance.get('weights')}"
+
+# %% ../nbs/03_extractors.ipynb #72bce3be
+@patch
+def features_fn(self: Extractor):
+    "`features`, or when `compile` was asked its `torch.compile`d version (compiled on first use, one graph for all batch sizes)."
+    if not self.use_compile: return self.features
+    if self._compiled is None: self._compiled = torch.compile(self.features, dynamic=True)
+    return self._compiled
+
+@patch
+def __getstate__(self: Extractor):      # a compiled function does not pickle: a copy (e.g. in a worker) compiles again if it runs
+    return {**nn.Module.__getstate__(self), "_compiled": None}
 
 # %% ../nbs/03_extractors.ipynb #a2ce2cdf
 EXTRACTORS: dict[str, type[Extractor]] = {}

@@ -90,13 +90,13 @@ def bf16_supported(device: torch.device) -> bool:
         return "avx512_bf16" in flags or "amx_bf16" in flags
     return False
 
-def time_forward(e, batch: torch.Tensor, min_time: float = 1.0, max_iters: int = 1000) -> float:
-    "Best seconds per call of `e(batch)` over at least `min_time` seconds (after one warm-up call)."
+def time_forward(e, batch: torch.Tensor, min_time: float = 1.0, max_iters: int = 1000, min_iters: int = 3) -> float:
+    "Best seconds per call of `e(batch)` over at least `min_time` seconds and `min_iters` calls (after one warm-up call)."
     e(batch); _sync(e.device)
     best, n, t_end = float("inf"), 0, time.perf_counter() + min_time
     while n < max_iters:
         t0 = time.perf_counter(); e(batch); _sync(e.device); best = min(best, time.perf_counter() - t0); n += 1
-        if time.perf_counter() > t_end: break
+        if n >= min_iters and time.perf_counter() > t_end: break
     return best
 
 # %% ../nbs/03c_model_bench.ipynb #5735d74a
@@ -153,7 +153,7 @@ def bench_extractor(name: str, cfg: ModelBenchConfig, matmul: float) -> dict:
     bss = cfg.batch_sizes or ((1, 8, 32) if spec.per_frame else (1, 2, 4))
     frames_per_item = 1 if spec.per_frame else spec.frames_per_clip
     settings = [(p, cl, False) for p in cfg.precisions for cl in ((False, True) if cfg.channels_last and is_cnn else (False,))]
-    settings += [("fp32", False, True)] if cfg.compile else []
+    settings += [("fp32", cl, True) for cl in ((False, True) if cfg.channels_last and is_cnn else (False,))] if cfg.compile else []
     out = dict(extractor=name, device=str(device), input=spec.input, per_frame=spec.per_frame, size=spec.size,
                frames_per_clip=spec.frames_per_clip, tokens=spec.tokens, dim=spec.dim, results=[], skipped=[])
     if device.type == "cuda": torch.cuda.reset_peak_memory_stats(device)

@@ -201,7 +201,7 @@ class CollectedFeatures:
         self.dtypes, self.videos, self.finished, self.failed = dtypes, {}, [], []
     def _video(self, vid: str) -> dict: return self.videos.setdefault(vid, dict(rows={}, spans={}, meta={}))
     def row_dtype(self, extractor: str) -> str: return self.dtypes.get(extractor, "float32")
-    def add(self, extractor: str, vid: str, rows, spans):
+    def add(self, extractor: str, vid: str, rows, spans, frames=None):
         rows = np.asarray(rows).astype(self.dtypes.get(extractor, "float32")).astype(np.float32)
         v = self._video(vid); v["rows"][extractor], v["spans"][extractor] = rows, np.asarray(spans, np.float64)
     def describe(self, vid: str, fps=None, n_frames=None, duration=None, path=""):

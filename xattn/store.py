@@ -84,7 +84,7 @@ class _GroupPlan:
     dim: int
     dtype: str
     provenance: dict
-    blocks: object            # iterable of (rows [n, tokens, dim], spans [n, 2]) in index order
+    blocks: object            # iterable of (rows [n, tokens, dim], spans [n, 2], and optionally frames [n, 2] or None) in index order
     compression: str = "none"
     checksum: bool = True     # HDF5 fletcher32 on rows and spans: a flipped bit fails the read instead of returning a wrong number
 
@@ -125,6 +125,7 @@ def _write_store_file(path: Path, groups: dict, status: list | None = None, chun
                 cr = min(n, chunk_rows(p.tokens, p.dim, dt.itemsize, chunk_bytes))   # neither: contiguous, one read per video
                 rows = g.create_dataset("rows", (n, p.tokens, p.dim), dtype=dt, **(dict(chunks=(cr, p.tokens, p.dim), **ckw) if n and ckw else {}))
                 spans = g.create_dataset("spans", (n, 2), dtype="float64", **(dict(chunks=(cr, 2), fletcher32=True) if n and p.checksum else {}))
+                frames = g.create_dataset("frames", (n, 2), dtype="int64", **(dict(chunks=(cr, 2), fletcher32=True) if n and p.checksum else {}))
                 _str_ds(g, "video_ids", p.video_ids)
                 counts = np.asarray(p.counts, dtype=np.int64)
                 g.create_dataset("counts", data=counts)
@@ -133,9 +134,9 @@ def _write_store_file(path: Path, groups: dict, status: list | None = None, chun
                                dtype=dt.name, compression=p.compression or "none", checksum="fletcher32" if p.checksum else "none",
                                **{k: str(v) for k, v in p.provenance.items() if k in ("extractor", "weights")})
                 at = 0
-                for r, s in p.blocks:
+                for r, s, *fr in p.blocks:          # frames optional: (rows, spans) blocks store -1
                     k = len(r)
-                    if k: rows[at:at + k] = np.asarray(r, dtype=dt); spans[at:at + k] = s
+                    if k: rows[at:at + k] = np.asarray(r, dtype=dt); spans[at:at + k] = s; frames[at:at + k] = fr[0] if fr and fr[0] is not None else -1
                     at += k
                 if at != n: raise StoreError(f"{path}: extractor {name}: {at} rows written, index says {n} (internal error)")
             _write_tables(f, status, videos)
@@ -370,7 +371,7 @@ def _loc(self: FeatureStore, extractor, video_id):
 @patch
 def _read(self: FeatureStore, extractor: str, video_id: str, what: str) -> np.ndarray:
     fi, o, c = self._loc(extractor, video_id)
-    if self._mem is not None: return self._mem[extractor][0 if what == "rows" else 1][fi][o:o + c]
+    if self._mem is not None and what in ("rows", "spans"): return self._mem[extractor][0 if what == "rows" else 1][fi][o:o + c]
     try: return self._dataset(fi, extractor, what)[o:o + c]
     except OSError as e:         # fletcher32 mismatch or an unreadable block: never hand out what the file says
         raise StoreError(f"{self.files[fi]}: {extractor}/{video_id}: {what} fail their checksum or cannot be read ({str(e).splitlines()[0][:80]}); "
@@ -385,6 +386,13 @@ def get(self: FeatureStore, extractor: str, video_id: str) -> np.ndarray:
 def spans(self: FeatureStore, extractor: str, video_id: str) -> np.ndarray:
     "Clip spans `[count, 2]` (start, end seconds) of the rows of `video_id`."
     return self._read(extractor, video_id, "spans")
+
+@patch
+def frames(self: FeatureStore, extractor: str, video_id: str) -> np.ndarray:
+    "First and last frame index `[count, 2]` of the frames behind each row of `video_id` (-1: not recorded, e.g. a store from before them)."
+    fi, o, c = self._loc(extractor, video_id)
+    if "frames" not in self._file(fi)[extractor]: return np.full((c, 2), -1, np.int64)
+    return self._read(extractor, video_id, "frames")
 
 # %% ../nbs/04_store.ipynb #6a0f8452
 @patch
@@ -507,14 +515,17 @@ def _finite_max(rows: np.ndarray, block: int = 4096) -> tuple[bool, float]:
     return finite, top
 
 @patch
-def add(self: FeatureWriter, extractor: str, video_id: str, rows: np.ndarray, spans: np.ndarray):
-    "Buffer the rows `[n, tokens, dim]` and spans `[n, 2]` of `video_id` for `extractor`."
+def add(self: FeatureWriter, extractor: str, video_id: str, rows: np.ndarray, spans: np.ndarray, frames: np.ndarray | None = None):
+    "Buffer the rows `[n, tokens, dim]`, spans `[n, 2]` and (if known) first/last frame indices `[n, 2]` of `video_id` for `extractor`."
     _check_name(extractor)
     if self.closed: raise StoreError(f"{self.path}: writer is closed")
     rows = np.asarray(rows.detach().cpu() if hasattr(rows, "detach") else rows)
     spans = np.asarray(spans, dtype=np.float64)
     if rows.ndim != 3 or spans.shape != (len(rows), 2):
         raise StoreError(f"{extractor}/{video_id}: rows must be [n, tokens, dim] and spans [n, 2], got {rows.shape} and {spans.shape}")
+    frames = np.full((len(rows), 2), -1, np.int64) if frames is None else np.asarray(frames, dtype=np.int64)
+    if frames.shape != (len(rows), 2) or not ((frames == -1).all() or (frames.min() >= 0 and (frames[:, 1] >= frames[:, 0]).all())):
+        raise StoreError(f"{extractor}/{video_id}: frames must be [n, 2] first <= last frame indices (or None), got {frames.shape}")
     ix = self._existing.get(extractor)
     shape = (ix.tokens, ix.dim) if ix else next((r[0].shape[1:] for r in self._pending.get(extractor, [])), None)
     if shape is not None and tuple(rows.shape[1:]) != tuple(shape):
@@ -532,7 +543,7 @@ def add(self: FeatureWriter, extractor: str, video_id: str, rows: np.ndarray, sp
         self.set_provenance(extractor, {"weights": "unknown"})
     if self._pending_ids and video_id != self._pending_ids[-1] and video_id not in self._pending_ids: self._maybe_commit()
     if not self._pending_ids or self._pending_ids[-1] != video_id: self._pending_ids.append(video_id)
-    self._pending.setdefault(extractor, []).append((rows.astype(dt), spans, video_id))
+    self._pending.setdefault(extractor, []).append((rows.astype(dt), spans, frames, video_id))
     self._seen.setdefault(extractor, set()).add(video_id)
     self._pending_bytes += rows.size * np.dtype(dt).itemsize
 
@@ -568,8 +579,8 @@ def commit(self: FeatureWriter) -> Path | None:
     groups = {}
     for name, items in self._pending.items():
         rows0 = items[0][0]
-        groups[name] = _GroupPlan([v for _, _, v in items], np.array([len(r) for r, _, _ in items]), rows0.shape[1],
-                                  rows0.shape[2], rows0.dtype.name, self._prov[name], ((r, s) for r, s, _ in items), self.compression)
+        groups[name] = _GroupPlan([v for *_, v in items], np.array([len(r) for r, *_ in items]), rows0.shape[1],
+                                  rows0.shape[2], rows0.dtype.name, self._prov[name], ((r, s, f) for r, s, f, _ in items), self.compression)
     d = parts_dir(self.path); d.mkdir(exist_ok=True)
     seq = 1 + max([int(q.name.split("-")[0]) for q in _segments(self.path)] or [0])
     seg = _write_store_file(d/f"{seq:06d}-{os.getpid()}-{uuid.uuid4().hex[:6]}.h5", groups, self._pending_status,
@@ -633,9 +644,9 @@ def merge_stores(inputs, out: str | Path, virtual: bool = False, compression: st
     try:
         def blocks(name, runs):
             for fi, o, c in runs:
-                r, s = handles[fi][name]["rows"], handles[fi][name]["spans"]
+                g = handles[fi][name]; r, s, fr = g["rows"], g["spans"], g["frames"] if "frames" in g else None
                 for a in range(o, o + c, block_rows):
-                    b = min(o + c, a + block_rows); yield r[a:b], s[a:b]
+                    b = min(o + c, a + block_rows); yield r[a:b], s[a:b], None if fr is None else fr[a:b]
         groups = {}
         for name, ix in index.items():
             groups[name] = _GroupPlan(list(ix.loc), np.array([c for _, _, c in ix.loc.values()], dtype=np.int64), ix.tokens, ix.dim,
@@ -645,6 +656,9 @@ def merge_stores(inputs, out: str | Path, virtual: bool = False, compression: st
         for h in handles: h.close()
 
 # %% ../nbs/04_store.ipynb #5cfdb889
+def _has_frames(path: Path, name: str) -> bool:
+    with h5py.File(path, "r") as f: return "frames" in f[name]
+
 def _merge_virtual(files, index, status_rows, video_rows, out: Path) -> Path:
     "A merged store whose `rows`/`spans` are virtual datasets over `files`."
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -655,14 +669,17 @@ def _merge_virtual(files, index, status_rows, video_rows, out: Path) -> Path:
             for name, ix in index.items():
                 runs = _runs(list(ix.loc.values())); n = sum(c for _, _, c in runs)
                 lr = h5py.VirtualLayout((n, ix.tokens, ix.dim), dtype=ix.dtype); ls = h5py.VirtualLayout((n, 2), dtype="float64")
+                lf = h5py.VirtualLayout((n, 2), dtype="int64") if all(_has_frames(files[fi], name) for fi, _, _ in runs) else None
                 at = 0
                 for fi, o, c in runs:
                     src = os.path.relpath(files[fi].resolve(), out.resolve().parent)
                     lr[at:at + c] = h5py.VirtualSource(src, f"{name}/rows", shape=(_nrows(files[fi], name), ix.tokens, ix.dim))[o:o + c]
                     ls[at:at + c] = h5py.VirtualSource(src, f"{name}/spans", shape=(_nrows(files[fi], name), 2))[o:o + c]
+                    if lf is not None: lf[at:at + c] = h5py.VirtualSource(src, f"{name}/frames", shape=(_nrows(files[fi], name), 2))[o:o + c]
                     at += c
                 g = f.create_group(name)
                 g.create_virtual_dataset("rows", lr); g.create_virtual_dataset("spans", ls)
+                if lf is not None: g.create_virtual_dataset("frames", lf)
                 counts = np.array([c for _, _, c in ix.loc.values()], dtype=np.int64)
                 _str_ds(g, "video_ids", ix.loc); g.create_dataset("counts", data=counts)
                 g.create_dataset("offsets", data=(np.cumsum(counts) - counts).astype(np.int64))
@@ -718,14 +735,15 @@ def _scan_rows(g, ids, offs, cnts, where: str, errors: list, warnings: list, blo
     damaged, bad_rows, first_bad, tiny, zeros, total = [], 0, None, 0, 0, 0
     for a in range(0, n, block_rows):
         b = min(n, a + block_rows)
-        try: blk, sp = rows[a:b], spans[a:b]
+        try: blk, sp, fr = rows[a:b], spans[a:b], g["frames"][a:b] if "frames" in g else None
         except OSError:                     # a checksum failed somewhere in the block: find the videos it belongs to
             for vid, o, c in zip(ids, offs, cnts):
                 if o < b and o + c > a:
-                    try: rows[o:o + c]; spans[o:o + c]
+                    try: rows[o:o + c]; spans[o:o + c]; g["frames"][o:o + c] if "frames" in g else None
                     except OSError: damaged.append(str(vid))
             continue
         if not np.isfinite(sp).all() or np.any(sp[:, 1] < sp[:, 0]): errors.append(f"{where}: spans not finite or end < start in rows {a}-{b}")
+        if fr is not None and ((fr < -1).any() or (fr[:, 1] < fr[:, 0]).any()): errors.append(f"{where}: frames negative or last < first in rows {a}-{b}")
         bad = ~np.isfinite(blk.reshape(len(blk), -1)).all(1)
         if bad.any():
             bad_rows += int(bad.sum()); first_bad = a + int(np.argmax(bad)) if first_bad is None else first_bad
@@ -766,6 +784,7 @@ def _check_file(p: Path, errors: list, warnings: list, scan_values: bool, block_
             if prov.get("weights") == "random-init": warnings.append(f"{where}: random-init weights (features are not meaningful)")
             if rows.ndim != 3 or rows.shape[1:] != (tokens, dim): errors.append(f"{where}: rows {rows.shape}, attributes say [*, {tokens}, {dim}]")
             if spans.shape != (n, 2): errors.append(f"{where}: spans {spans.shape} for {n} rows")
+            if "frames" in g and g["frames"].shape != (n, 2): errors.append(f"{where}: frames {g['frames'].shape} for {n} rows")
             ids, offs, cnts = g["video_ids"].asstr()[()], g["offsets"][()], g["counts"][()]
             why = index_problem(offs, cnts, len(ids), n)
             if why: errors.append(f"{where}: {why}"); facts[name] = dict(ids=[], rows=n, tokens=tokens, dim=dim, dtype=str(rows.dtype), provenance=prov, unusable=True); continue
