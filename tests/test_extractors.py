@@ -168,3 +168,17 @@ def test_compiled_extractor_matches_eager_and_records_it(tmp_path):
     pc, pe = extractor_provenance("dinov3_vits16plus", comp, cfg), extractor_provenance("dinov3_vits16plus", eager, cfg)
     assert pc["run"]["compiled"] is True and pe["run"]["compiled"] is False
     assert provenance_diff(pc, pe) == []
+
+
+def test_clip_compiles_its_mlps_only():
+    "CLIP ViT-B/32 under `compile=True` compiles its blocks' MLPs (the fused attention kernel stays) and gives the eager features."
+    import pickle
+    eager = load_extractor("clip_vitb32", allow_random_init=True, device="cpu", size=32)
+    comp = load_extractor("clip_vitb32", allow_random_init=True, device="cpu", size=32, compile=True)
+    for b in (4, 3):
+        x = torch.randn(b, 3, 32, 32, generator=torch.Generator().manual_seed(b))
+        torch.testing.assert_close(comp(x), eager(x), rtol=1e-4, atol=1e-4)
+    blocks = comp.model.visual.transformer.resblocks
+    assert all(b.mlp._compiled_call_impl is not None and b.attn._compiled_call_impl is None for b in blocks)
+    twin = pickle.loads(pickle.dumps(comp))
+    assert twin.model.visual.transformer.resblocks[0].mlp._compiled_call_impl is None and twin.use_compile

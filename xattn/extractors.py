@@ -145,10 +145,20 @@ class Extractor(nn.Module):
 
 # %% ../nbs/03_extractors.ipynb #72bce3be
 @patch
+def compile_targets(self: Extractor) -> list | None:
+    "Submodules `compile=True` compiles in place; None: the whole `features` (extractors override this where that is slower)."
+    return None
+
+@patch
 def features_fn(self: Extractor):
     "`features`, or when `compile` was asked its `torch.compile`d version (compiled on first use, one graph for all batch sizes)."
     if not self.use_compile: return self.features
-    if self._compiled is None: self._compiled = torch.compile(self.features, dynamic=True)
+    if self._compiled is None:
+        targets = self.compile_targets()
+        if targets is None: self._compiled = torch.compile(self.features, dynamic=True)
+        else:
+            for m in targets: m.compile(dynamic=True)
+            self._compiled = self.features
     return self._compiled
 
 @patch

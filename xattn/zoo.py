@@ -113,6 +113,11 @@ class CLIPViTB32(Extractor):
         e = self.model.visual(x)
         return (nn.functional.normalize(e, dim=-1) if self.spec.options["l2norm"] else e)[:, None]
 
+    def compile_targets(self):
+        # compiling the whole tower loses nn.MultiheadAttention's fused inference kernel; compiling only the MLPs fuses
+        # QuickGELU and keeps it: 1.24x on CPU after ~12 s of compiling (the whole tower: 1.02x after ~60 s)
+        return [b.mlp for b in self.model.visual.transformer.resblocks]
+
 # %% ../nbs/03b_zoo.ipynb #e40a978d
 def _tv_ckpt(file, alt=(), note=""):
     return CheckpointInfo(file, "torchvision", f"https://download.pytorch.org/models/{file} (torchvision {file.split('-')[0]} weights)",
