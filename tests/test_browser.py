@@ -119,12 +119,15 @@ def _expect_plot(cell, tag: str, trace: str, shots: Path, timeout: float = 120):
                     f"output text: {cell.evaluate('(c) => (c.querySelector(`.jp-OutputArea`) || {}).textContent')[-800:]!r}")
 
 
-def _wait_figure_change(cell, before: str, what: str, timeout: float = 120):
-    t0 = time.time()
+def _wait_figure_change(cell, before: str, what: str, title: str = "", timeout: float = 120):
+    "Wait until the figure of `cell` differs from `before` and its title holds `title` (a FigureWidget may redraw its traces a moment before its title)."
+    t0, now = time.time(), None
     while time.time() - t0 < timeout:
         now = cell.evaluate(JS_FIGURE)
-        if now is not None and now != before: return now
+        if now is not None and now != before and title in json.loads(now)["title"]: return now
         time.sleep(0.25)
+    if now is not None and now != before:
+        pytest.fail(f"{what}: the figure changed but its title {json.loads(now)['title']!r} still lacks {title!r} after {timeout:.0f} s")
     text = cell.evaluate("(c) => (c.querySelector('.jp-OutputArea') || {}).textContent || ''")
     pytest.fail(f"{what}: the figure did not change within {timeout:.0f} s (a Python callback error goes to the kernel log); "
                 f"widget text: {text[:400]!r}")
@@ -176,9 +179,8 @@ def test_viz_widgets_render_and_react_in_chromium(lab, tmp_path):
             for tag, move, what, trace, title in MOVES:  # one control per widget (two for the video attention): the figure must redraw
                 cell = _cell(page, tag); before = cell.evaluate(JS_FIGURE); done.append(tag)
                 assert before is not None, f"{tag}: no plotly figure"
-                move(cell); now = json.loads(_wait_figure_change(cell, before, what))
+                move(cell); _wait_figure_change(cell, before, what, title)
                 _expect_plot(cell, f"{tag}-after", trace, shots)
-                assert title in now["title"], f"{what}: title {now['title']!r} lacks {title!r}"
                 cell.scroll_into_view_if_needed(); cell.screenshot(path=str(shots / f"{tag}-after{done.count(tag)}.png"))
             page.screenshot(path=str(shots / "notebook.png"), full_page=True)
         finally:
