@@ -669,7 +669,7 @@ def _merge_virtual(files, index, status_rows, video_rows, out: Path) -> Path:
             for name, ix in index.items():
                 runs = _runs(list(ix.loc.values())); n = sum(c for _, _, c in runs)
                 lr = h5py.VirtualLayout((n, ix.tokens, ix.dim), dtype=ix.dtype); ls = h5py.VirtualLayout((n, 2), dtype="float64")
-                lf = h5py.VirtualLayout((n, 2), dtype="int64") if all(_has_frames(files[fi], name) for fi, _, _ in runs) else None
+                lf = h5py.VirtualLayout((n, 2), dtype="int64") if all(_has_frames(files[fi], name) for fi in {fi for fi, _, _ in runs}) else None
                 at = 0
                 for fi, o, c in runs:
                     src = os.path.relpath(files[fi].resolve(), out.resolve().parent)
