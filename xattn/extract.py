@@ -141,9 +141,14 @@ class VideoPlan:
         return np.unique(idx)
 
     @property
+    def unit_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        "Lowest and highest frame index of each unit."
+        return (np.array([np.asarray(u).min() for u in self.units], np.int64), np.array([np.asarray(u).max() for u in self.units], np.int64))
+
+    @property
     def frame_ranges(self) -> np.ndarray:
         "First and last frame index `[rows, 2]` behind each row (over the units it averages)."
-        lo = np.array([np.asarray(u).min() for u in self.units], np.int64); hi = np.array([np.asarray(u).max() for u in self.units], np.int64)
+        lo, hi = self.unit_bounds
         return np.array([[lo[r].min(), hi[r].max()] for r in self.rows], np.int64).reshape(-1, 2)
 
 def _flow_pairs(idx: np.ndarray, n_frames: int) -> np.ndarray:
@@ -275,8 +280,7 @@ class _UnitFeed:
     "The units of one plan, handed out in plan order as the frames they need arrive."
     def __init__(self, plan: VideoPlan):
         self.plan, self.next = plan, 0
-        self.hi = np.array([int(np.max(u)) for u in plan.units], np.int64)
-        lo = np.array([int(np.min(u)) for u in plan.units], np.int64)
+        lo, self.hi = plan.unit_bounds
         self.lo_after = np.minimum.accumulate(lo[::-1])[::-1]      # lowest frame any unit from k on still needs
 
     def ready(self, upto: int) -> list:
